@@ -1,0 +1,1 @@
+"""LAMPS: memory-over-time scheduling of API-augmented LLM requests."""
