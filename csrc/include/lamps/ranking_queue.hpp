@@ -1,0 +1,195 @@
+#pragma once
+// The LAMPS waiting queue: requests ranked by score (smallest memory-over-time first), ties by
+// arrival, with starvation prevention: a request that has waited `starvation_threshold`
+// scheduler iterations goes ahead of every unpromoted request, FIFO among promoted ones.
+//
+// Starvation is checked without touching every queued request per iteration: a second heap
+// orders unpromoted requests by the iteration they started waiting, so tick() only looks at
+// the requests that cross the threshold, and each request is promoted at most once.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "lamps/errors.hpp"
+#include "lamps/indexed_heap.hpp"
+
+namespace lamps {
+
+class RankingQueue {
+ public:
+  using Handle = std::uint32_t;
+  // Handles are caller-chosen slot indices; the bound keeps a stray huge handle from
+  // allocating gigabytes of position table.
+  static constexpr std::int64_t kMaxHandle = (std::int64_t{1} << 26) - 1;
+
+  // starvation_threshold == 0 disables promotion.
+  explicit RankingQueue(std::uint64_t starvation_threshold = 100)
+      : starvation_threshold_(starvation_threshold) {}
+
+  std::uint64_t starvation_threshold() const { return starvation_threshold_; }
+  std::uint64_t iteration() const { return iteration_; }
+  std::size_t size() const { return by_score_.size() + promoted_.size(); }
+  bool empty() const { return size() == 0; }
+
+  static Handle checked_handle(std::int64_t handle) {
+    if (handle < 0 || handle > kMaxHandle) {
+      throw std::invalid_argument("handle must be in [0, " + std::to_string(kMaxHandle) +
+                                  "] (got " + std::to_string(handle) + ")");
+    }
+    return static_cast<Handle>(handle);
+  }
+
+  bool contains(std::int64_t handle) const {
+    if (handle < 0 || handle > kMaxHandle) return false;
+    const auto h = static_cast<Handle>(handle);
+    return by_score_.contains(h) || promoted_.contains(h);
+  }
+
+  void push(std::int64_t handle, double score, double arrival,
+            std::optional<std::uint64_t> waiting_since, bool promoted) {
+    const Handle h = checked_handle(handle);
+    require_finite(score, "score");
+    require_finite(arrival, "arrival");
+    if (contains(h)) {
+      throw std::invalid_argument("handle " + std::to_string(h) + " is already queued");
+    }
+    const std::uint64_t since = waiting_since.value_or(iteration_);
+    if (h >= scores_.size()) scores_.resize(h + std::size_t{1}, 0.0);
+    scores_[h] = score;
+    const std::uint64_t seq = next_seq_++;
+    if (promoted || starved(since)) {
+      promoted_.push(HeapNode{static_cast<double>(since), arrival, seq, h});
+    } else {
+      by_score_.push(HeapNode{score, arrival, seq, h});
+      by_age_.push(HeapNode{static_cast<double>(since), arrival, seq, h});
+    }
+  }
+
+  Handle peek() const {
+    if (!promoted_.empty()) return promoted_.top().handle;
+    if (!by_score_.empty()) return by_score_.top().handle;
+    throw EmptyQueue("peek from an empty RankingQueue");
+  }
+
+  Handle pop() {
+    const Handle h = peek();
+    erase(h);
+    return h;
+  }
+
+  void erase(std::int64_t handle) {
+    const Handle h = known(handle);
+    if (promoted_.contains(h)) {
+      promoted_.erase(h);
+    } else {
+      by_score_.erase(h);
+      by_age_.erase(h);
+    }
+  }
+
+  void update(std::int64_t handle, double score) {
+    const Handle h = known(handle);
+    require_finite(score, "score");
+    scores_[h] = score;
+    if (by_score_.contains(h)) by_score_.set_key(h, score);
+  }
+
+  // Re-key many requests at once. All inputs are checked before anything changes, so a bad
+  // element leaves the queue as it was. Duplicated handles: the last score wins.
+  void update_many(const std::int64_t* handles, const double* scores, std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) {
+      known(handles[i]);
+      if (!std::isfinite(scores[i])) {
+        throw std::invalid_argument("scores[" + std::to_string(i) + "] must be finite (got " +
+                                    describe(scores[i]) + ")");
+      }
+    }
+    // Past about a quarter of the heap, one O(n) rebuild beats count O(log n) sifts.
+    const bool rebuild = count * 4 >= by_score_.size();
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto h = static_cast<Handle>(handles[i]);
+      scores_[h] = scores[i];
+      if (!by_score_.contains(h)) continue;
+      if (rebuild) {
+        by_score_.set_key_unordered(h, scores[i]);
+      } else {
+        by_score_.set_key(h, scores[i]);
+      }
+    }
+    if (rebuild) by_score_.rebuild();
+  }
+
+  // Advance the scheduler-iteration clock; returns how many requests were promoted.
+  std::size_t tick(std::uint64_t iterations = 1) {
+    iteration_ += iterations;
+    std::size_t promoted = 0;
+    while (!by_age_.empty() && starved(static_cast<std::uint64_t>(by_age_.top().key))) {
+      promote(by_age_.top().handle);
+      ++promoted;
+    }
+    return promoted;
+  }
+
+  bool is_promoted(std::int64_t handle) const { return promoted_.contains(known(handle)); }
+  double score(std::int64_t handle) const { return scores_[known(handle)]; }
+
+  std::uint64_t waiting_since(std::int64_t handle) const {
+    const Handle h = known(handle);
+    const HeapNode& node = promoted_.contains(h) ? promoted_.node(h) : by_age_.node(h);
+    return static_cast<std::uint64_t>(node.key);
+  }
+
+  // Handles in the order pop() would return them, without changing the queue.
+  std::vector<Handle> ranked() const {
+    std::vector<Handle> order;
+    order.reserve(size());
+    append_sorted(promoted_, order);
+    append_sorted(by_score_, order);
+    return order;
+  }
+
+  void clear() {
+    by_score_.clear();
+    by_age_.clear();
+    promoted_.clear();
+  }
+
+ private:
+  bool starved(std::uint64_t waiting_since) const {
+    return starvation_threshold_ > 0 && iteration_ >= waiting_since &&
+           iteration_ - waiting_since >= starvation_threshold_;
+  }
+
+  Handle known(std::int64_t handle) const {
+    if (!contains(handle)) {
+      throw UnknownHandle("handle " + std::to_string(handle) + " is not queued");
+    }
+    return static_cast<Handle>(handle);
+  }
+
+  void promote(Handle h) {
+    const HeapNode age = by_age_.erase(h);
+    by_score_.erase(h);
+    promoted_.push(age);
+  }
+
+  static void append_sorted(const IndexedHeap& heap, std::vector<Handle>& order) {
+    std::vector<HeapNode> nodes = heap.nodes();
+    std::sort(nodes.begin(), nodes.end());
+    for (const HeapNode& node : nodes) order.push_back(node.handle);
+  }
+
+  std::uint64_t starvation_threshold_;
+  std::uint64_t iteration_ = 0;
+  std::uint64_t next_seq_ = 0;
+  IndexedHeap by_score_;  // unpromoted requests by (score, arrival, seq)
+  IndexedHeap by_age_;    // the same requests by (waiting_since, arrival, seq)
+  IndexedHeap promoted_;  // promoted requests by (waiting_since, arrival, seq): FIFO by age
+  std::vector<double> scores_;  // handle -> latest score, promoted requests included
+};
+
+}  // namespace lamps

@@ -1,0 +1,95 @@
+#pragma once
+// The LAMPS ranking score: the area under a request's KV-memory curve over its whole remaining
+// life, given how each of its API calls will be handled. Smaller area runs first.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "lamps/batch_state.hpp"
+#include "lamps/cost_model.hpp"
+#include "lamps/errors.hpp"
+#include "lamps/waste.hpp"
+
+namespace lamps {
+
+// One remaining segment: decode `output_tokens`, then (if it has one) an API call lasting
+// `api_seconds` that appends `return_tokens` to the context.
+struct Segment {
+  double output_tokens = 0.0;
+  double api_seconds = 0.0;
+  double return_tokens = 0.0;
+  std::optional<Strategy> strategy;  // empty: chosen by choose_strategy when scoring
+
+  bool has_api_call() const { return api_seconds > 0.0 || return_tokens > 0.0; }
+
+  static Segment checked(double output_tokens, double api_seconds, double return_tokens,
+                         std::optional<Strategy> strategy) {
+    require_non_negative(output_tokens, "output_tokens");
+    require_non_negative(api_seconds, "api_seconds");
+    require_non_negative(return_tokens, "return_tokens");
+    return Segment{output_tokens, api_seconds, return_tokens, strategy};
+  }
+};
+
+// Decoding `output_tokens` one per iteration grows the context linearly: a trapezoid.
+inline double decode_area(double context_tokens, double output_tokens, double iteration_seconds) {
+  return (context_tokens + output_tokens / 2.0) * output_tokens * iteration_seconds;
+}
+
+// Memory-time spent on one API call of a request holding `context_tokens`, plus rebuilding the
+// context (what the call discarded and the `return_tokens` it appended) afterwards.
+inline double api_call_area(double context_tokens, const Segment& segment, Strategy strategy,
+                            const BatchState& batch, const CostModel& cost) {
+  switch (strategy) {
+    case Strategy::Preserve:
+      return context_tokens * segment.api_seconds +
+             rebuild_area(context_tokens, segment.return_tokens, batch, cost);
+    case Strategy::Discard: {
+      const double cached = context_tokens * batch.prefix_cache_hit_fraction;
+      return rebuild_area(cached, context_tokens - cached + segment.return_tokens, batch, cost);
+    }
+    case Strategy::Swap:
+      // Held on the GPU while copied out and while copied back in.
+      return context_tokens * 2.0 * cost.swap_seconds(context_tokens) +
+             rebuild_area(context_tokens, segment.return_tokens, batch, cost);
+  }
+  throw std::invalid_argument("strategy must be PRESERVE, DISCARD or SWAP");
+}
+
+// Score of a request holding `context_tokens` (of which `pending_prefill_tokens` are not computed
+// yet) with `count` remaining segments. Requests without API calls reduce to memory x time, so
+// both kinds compete fairly in one queue.
+inline double score_request(double context_tokens, double pending_prefill_tokens,
+                            const Segment* segments, std::size_t count, const BatchState& batch,
+                            const CostModel& cost, bool allow_swap) {
+  // Each decode iteration also carries the running batch's tokens.
+  const double iteration = cost.iteration_seconds(batch.running_tokens_per_iteration + 1.0);
+  double context = context_tokens;
+  double area = rebuild_area(context_tokens - pending_prefill_tokens, pending_prefill_tokens, batch, cost);
+  for (std::size_t i = 0; i < count; ++i) {
+    const Segment& segment = segments[i];
+    area += decode_area(context, segment.output_tokens, iteration);
+    context += segment.output_tokens;
+    if (!segment.has_api_call()) continue;
+    const Strategy strategy = segment.strategy.value_or(choose_strategy(
+        PausedRequest{context, context * batch.prefix_cache_hit_fraction, segment.api_seconds},
+        batch, cost, allow_swap));
+    area += api_call_area(context, segment, strategy, batch, cost);
+    context += segment.return_tokens;
+  }
+  return area;
+}
+
+inline void check_request_tokens(double context_tokens, double pending_prefill_tokens) {
+  require_non_negative(context_tokens, "context_tokens");
+  require_non_negative(pending_prefill_tokens, "pending_prefill_tokens");
+  if (pending_prefill_tokens > context_tokens) {
+    throw std::invalid_argument("pending_prefill_tokens must be <= context_tokens (got " +
+                                describe(pending_prefill_tokens) + " > " +
+                                describe(context_tokens) + ")");
+  }
+}
+
+}  // namespace lamps

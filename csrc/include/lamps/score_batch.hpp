@@ -1,0 +1,108 @@
+#pragma once
+// Re-scoring thousands of requests in one call, from column arrays (structure of arrays) that
+// the caller keeps up to date, because the live batch state changes every iteration.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "lamps/score.hpp"
+
+namespace lamps {
+
+// Request i owns segments [segment_offsets[i], segment_offsets[i+1]) of the segment columns.
+// strategy: -1 = choose at scoring time, else a Strategy value.
+struct RequestColumns {
+  const std::int64_t* context_tokens;
+  const std::int64_t* pending_prefill_tokens;
+  const std::int64_t* segment_offsets;  // size requests + 1
+  std::size_t requests;
+};
+
+struct SegmentColumns {
+  const std::int64_t* output_tokens;
+  const double* api_seconds;
+  const std::int64_t* return_tokens;
+  const std::int8_t* strategy;
+  std::size_t segments;
+};
+
+namespace detail {
+
+[[noreturn]] inline void bad_element(const char* column, std::size_t index, const std::string& why) {
+  throw std::invalid_argument(std::string(column) + "[" + std::to_string(index) + "] " + why);
+}
+
+inline Segment segment_at(const SegmentColumns& columns, std::size_t j) {
+  const std::int64_t output = columns.output_tokens[j];
+  const double api = columns.api_seconds[j];
+  const std::int64_t returned = columns.return_tokens[j];
+  const std::int8_t code = columns.strategy[j];
+  if (output < 0) bad_element("output_tokens", j, "must be >= 0 (got " + std::to_string(output) + ")");
+  if (!std::isfinite(api) || api < 0.0) {
+    bad_element("api_seconds", j, "must be finite and >= 0 (got " + describe(api) + ")");
+  }
+  if (returned < 0) {
+    bad_element("return_tokens", j, "must be >= 0 (got " + std::to_string(returned) + ")");
+  }
+  if (code < -1 || code > 2) {
+    bad_element("strategy", j, "must be -1 (choose), 0, 1 or 2 (got " + std::to_string(code) + ")");
+  }
+  std::optional<Strategy> strategy;
+  if (code >= 0) strategy = static_cast<Strategy>(code);
+  return Segment{static_cast<double>(output), api, static_cast<double>(returned), strategy};
+}
+
+}  // namespace detail
+
+// Writes one score per request into `out` (size requests). Segments are scored in place, so
+// a request may have any number of them; 1-3 is typical.
+inline void score_batch(const RequestColumns& requests, const SegmentColumns& segments,
+                        const BatchState& batch, const CostModel& cost, bool allow_swap,
+                        double* out) {
+  constexpr std::size_t kInlineSegments = 16;
+  Segment buffer[kInlineSegments];
+  for (std::size_t i = 0; i < requests.requests; ++i) {
+    const std::int64_t begin = requests.segment_offsets[i];
+    const std::int64_t end = requests.segment_offsets[i + 1];
+    if (begin < 0 || end < begin || static_cast<std::size_t>(end) > segments.segments) {
+      detail::bad_element("segment_offsets", i + 1,
+                          "must be non-decreasing and <= " + std::to_string(segments.segments) +
+                              " (got " + std::to_string(begin) + ".." + std::to_string(end) + ")");
+    }
+    const std::int64_t context = requests.context_tokens[i];
+    const std::int64_t pending = requests.pending_prefill_tokens[i];
+    if (context < 0 || pending < 0 || pending > context) {
+      detail::bad_element("pending_prefill_tokens", i,
+                          "must satisfy 0 <= pending_prefill_tokens <= context_tokens (got " +
+                              std::to_string(pending) + ", context " + std::to_string(context) + ")");
+    }
+    double area = 0.0;
+    // Long segment lists are scored in chunks: the score is a sum over segments given the
+    // context at each one, so carrying the context across chunks is exact.
+    double carried_context = static_cast<double>(context);
+    double carried_pending = static_cast<double>(pending);
+    for (std::int64_t first = begin; first < end; first += kInlineSegments) {
+      const std::int64_t last = std::min<std::int64_t>(end, first + kInlineSegments);
+      double grown = 0.0;
+      for (std::int64_t j = first; j < last; ++j) {
+        buffer[j - first] = detail::segment_at(segments, static_cast<std::size_t>(j));
+        grown += buffer[j - first].output_tokens +
+                 (buffer[j - first].has_api_call() ? buffer[j - first].return_tokens : 0.0);
+      }
+      area += score_request(carried_context, carried_pending, buffer,
+                            static_cast<std::size_t>(last - first), batch, cost, allow_swap);
+      carried_context += grown;
+      carried_pending = 0.0;
+    }
+    if (begin == end) {
+      area = score_request(carried_context, carried_pending, buffer, 0, batch, cost, allow_swap);
+    }
+    out[i] = area;
+  }
+}
+
+}  // namespace lamps

@@ -1,0 +1,118 @@
+#pragma once
+// Memory wasted by each way of handling a paused request's KV cache during an API call
+// (InferCept's model, reused by LAMPS). Unit: token-seconds; KV bytes per token cancel out.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+
+#include "lamps/batch_state.hpp"
+#include "lamps/cost_model.hpp"
+#include "lamps/errors.hpp"
+
+namespace lamps {
+
+enum class Strategy : std::int8_t { Preserve = 0, Discard = 1, Swap = 2 };
+
+struct PausedRequest {
+  double context_tokens = 0.0;  // KV tokens the request holds when its call starts
+  double cached_tokens = 0.0;   // of those, how many the prefix cache should still hold at resume
+  double api_seconds = 0.0;     // (predicted or remaining) duration of the call
+
+  static PausedRequest checked(double context_tokens, double cached_tokens, double api_seconds) {
+    require_non_negative(context_tokens, "context_tokens");
+    require_non_negative(cached_tokens, "cached_tokens");
+    require_non_negative(api_seconds, "api_seconds");
+    if (cached_tokens > context_tokens) {
+      throw std::invalid_argument("cached_tokens must be <= context_tokens (got " +
+                                  describe(cached_tokens) + " > " + describe(context_tokens) + ")");
+    }
+    return PausedRequest{context_tokens, cached_tokens, api_seconds};
+  }
+};
+
+// Chunked rebuild of `compute_tokens` tokens with the spare per-iteration budget
+// h = max(S - running_tokens, 1): n full chunks, then one last chunk of 1..h tokens.
+struct ChunkPlan {
+  double chunk_tokens;  // h
+  double full_chunks;   // n = ceil(tokens / h) - 1
+  double last_chunk;    // tokens - n * h
+};
+
+inline ChunkPlan chunk_plan(double compute_tokens, const BatchState& batch, const CostModel& cost) {
+  const double spare =
+      std::max(static_cast<double>(cost.saturation_tokens()) - batch.running_tokens_per_iteration, 1.0);
+  if (compute_tokens <= 0.0) return ChunkPlan{spare, 0.0, 0.0};
+  const double full = std::ceil(compute_tokens / spare) - 1.0;
+  return ChunkPlan{spare, full, compute_tokens - full * spare};
+}
+
+// Memory held by a request while `compute_tokens` tokens are rebuilt on top of `held_tokens`
+// already in GPU memory: iteration k of the rebuild holds held + k*h tokens for T_fwd(S).
+inline double rebuild_area(double held_tokens, double compute_tokens, const BatchState& batch,
+                           const CostModel& cost) {
+  if (compute_tokens <= 0.0) return 0.0;
+  const ChunkPlan plan = chunk_plan(compute_tokens, batch, cost);
+  const double iteration = cost.iteration_seconds(static_cast<double>(cost.saturation_tokens()));
+  const double iterations = plan.full_chunks + 1.0;
+  const double growing = plan.chunk_tokens * plan.full_chunks * (plan.full_chunks + 1.0) / 2.0 +
+                         compute_tokens;  // the last iteration holds the whole rebuilt part
+  return iteration * (growing + held_tokens * iterations);
+}
+
+// Extra iteration time the rebuild's chunks impose on every other running request's memory.
+inline double rebuild_slowdown_area(double compute_tokens, const BatchState& batch,
+                                    const CostModel& cost) {
+  if (compute_tokens <= 0.0) return 0.0;
+  return cost.seconds_per_token() * compute_tokens * batch.running_context_tokens;
+}
+
+// W_p: the context sits idle in GPU memory for the whole call.
+inline double preserve_waste(const PausedRequest& request, const BatchState& /*batch*/,
+                             const CostModel& /*cost*/) {
+  return request.api_seconds * request.context_tokens;
+}
+
+// W_d: only the tokens the prefix cache lost are recomputed, chunked into the spare budget,
+// and every other running request is slowed by the extra tokens of each chunk.
+inline double discard_waste(const PausedRequest& request, const BatchState& batch,
+                            const CostModel& cost) {
+  const double recompute = request.context_tokens - request.cached_tokens;
+  return rebuild_area(request.cached_tokens, recompute, batch, cost) +
+         rebuild_slowdown_area(recompute, batch, cost);
+}
+
+// W_s: out and back in over the link, stalling the batch's memory (the request's own included).
+inline double swap_waste(const PausedRequest& request, const BatchState& batch,
+                         const CostModel& cost) {
+  return 2.0 * cost.swap_seconds(request.context_tokens) *
+         (batch.running_context_tokens + request.context_tokens);
+}
+
+// LAMPS: the strategy of least waste; ties prefer Preserve, then Discard (no data movement).
+inline Strategy choose_strategy(const PausedRequest& request, const BatchState& batch,
+                                const CostModel& cost, bool allow_swap) {
+  const double preserve = preserve_waste(request, batch, cost);
+  const double discard = discard_waste(request, batch, cost);
+  Strategy best = discard < preserve ? Strategy::Discard : Strategy::Preserve;
+  const double best_waste = std::min(preserve, discard);
+  if (allow_swap && swap_waste(request, batch, cost) < best_waste) best = Strategy::Swap;
+  return best;
+}
+
+// InferCept: discard a paused request once recomputing it wastes less than keeping it for
+// the *remaining* call time (request.api_seconds is the remaining time here).
+inline bool infercept_should_discard(const PausedRequest& request, const BatchState& batch,
+                                     const CostModel& cost) {
+  return discard_waste(request, batch, cost) < preserve_waste(request, batch, cost);
+}
+
+// InferCept swaps only what one iteration's compute can hide: tokens movable one way in the
+// time of the current iteration.
+inline std::int64_t infercept_swap_budget_tokens(const BatchState& batch, const CostModel& cost) {
+  const double seconds = cost.iteration_seconds(batch.running_tokens_per_iteration);
+  return static_cast<std::int64_t>(
+      std::floor(seconds * cost.link_bytes_per_second() / cost.kv_bytes_per_token()));
+}
+
+}  // namespace lamps

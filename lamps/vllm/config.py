@@ -1,0 +1,180 @@
+"""LAMPS scheduler configuration: vLLM's additional_config, then LAMPS_* env vars, then defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "LAMPS_"
+ENV_CONFIG_FILE = "LAMPS_CONFIG"
+ADDITIONAL_CONFIG_KEY = "lamps"
+
+_COST_MODEL_KEYS = (
+    "a_ms_per_token",
+    "c_ms",
+    "kv_bytes_per_token",
+    "link_bytes_per_second",
+    "saturation_tokens",
+)
+
+
+@dataclass(frozen=True)
+class LampsConfig:
+    """Validated settings of the LAMPS scheduler plug-in."""
+
+    profile: str = "gptj-6b-a100"
+    cost_model: Mapping[str, float] | None = None
+    starvation_threshold: int = 100
+    ranking: bool = True
+    rescore_interval: int = 4
+    log_interval_s: float = 10.0
+    default_api_seconds: float = 1.0
+    default_output_tokens: int = 64
+    allow_swap: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profile, str) or not self.profile:
+            raise ValueError(f"lamps config 'profile' must be a non-empty string, got {self.profile!r}")
+        if self.cost_model is not None:
+            object.__setattr__(self, "cost_model", _validate_cost_model(self.cost_model))
+        _check_int(self.starvation_threshold, "starvation_threshold", minimum=0)
+        _check_bool(self.ranking, "ranking")
+        _check_int(self.rescore_interval, "rescore_interval", minimum=1)
+        _check_float(self.log_interval_s, "log_interval_s")
+        _check_float(self.default_api_seconds, "default_api_seconds")
+        _check_int(self.default_output_tokens, "default_output_tokens", minimum=1)
+        _check_bool(self.allow_swap, "allow_swap")
+
+    def make_cost_model(self) -> Any:
+        """Build the lamps.CostModel these settings name."""
+        from lamps import CostModel
+
+        if self.cost_model is not None:
+            cm = dict(self.cost_model)
+            return CostModel(
+                a_ms_per_token=cm["a_ms_per_token"],
+                c_ms=cm["c_ms"],
+                kv_bytes_per_token=cm["kv_bytes_per_token"],
+                link_bytes_per_second=cm["link_bytes_per_second"],
+                saturation_tokens=int(cm.get("saturation_tokens", 384)),
+                name="custom",
+            )
+        try:
+            return CostModel.profile(self.profile)
+        except (KeyError, ValueError) as e:
+            raise ValueError(
+                f"lamps config 'profile': unknown cost-model profile {self.profile!r}; "
+                f"known: {CostModel.profiles()}"
+            ) from e
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> LampsConfig:
+        """Build from a dict, rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"lamps config: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(values))
+
+    @classmethod
+    def load(
+        cls,
+        additional_config: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> LampsConfig:
+        """Merge defaults < LAMPS_CONFIG file < LAMPS_<KEY> env vars < additional_config["lamps"]."""
+        env = os.environ if environ is None else environ
+        merged: dict[str, Any] = {}
+        path = env.get(ENV_CONFIG_FILE)
+        if path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    from_file = json.load(f)
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"{ENV_CONFIG_FILE}={path!r}: cannot read a JSON object: {e}") from e
+            if not isinstance(from_file, dict):
+                raise ValueError(f"{ENV_CONFIG_FILE}={path!r}: expected a JSON object")
+            merged.update(from_file)
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                merged[f.name] = _parse_env(f.name, raw)
+        if additional_config:
+            section = additional_config.get(ADDITIONAL_CONFIG_KEY)
+            if section is not None:
+                if not isinstance(section, Mapping):
+                    raise ValueError(
+                        f"additional_config['{ADDITIONAL_CONFIG_KEY}'] must be an object, "
+                        f"got {type(section).__name__}"
+                    )
+                merged.update(section)
+        return cls.from_mapping(merged)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-dict view (for logs)."""
+        d = dataclasses.asdict(self)
+        if self.cost_model is not None:
+            d["cost_model"] = dict(self.cost_model)
+        return d
+
+
+def _parse_env(key: str, raw: str) -> Any:
+    if key == "profile":
+        return raw
+    if key in ("ranking", "allow_swap"):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{ENV_PREFIX}{key.upper()}: expected a boolean, got {raw!r}")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{ENV_PREFIX}{key.upper()}: cannot parse {raw!r}") from e
+
+
+def _check_bool(value: Any, key: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"lamps config '{key}' must be a boolean, got {value!r}")
+
+
+def _check_int(value: Any, key: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"lamps config '{key}' must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(value: Any, key: str) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"lamps config '{key}' must be a finite number >= 0, got {value!r}")
+
+
+def _validate_cost_model(values: Any) -> dict[str, float]:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"lamps config 'cost_model' must be an object, got {values!r}")
+    unknown = sorted(set(values) - set(_COST_MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"lamps config 'cost_model': unknown key(s) {unknown}")
+    required = _COST_MODEL_KEYS[:4]
+    missing = [k for k in required if k not in values]
+    if missing:
+        raise ValueError(f"lamps config 'cost_model': missing key(s) {missing}")
+    out: dict[str, float] = {}
+    for k, v in values.items():
+        _check_float(v, f"cost_model.{k}")
+        if k != "c_ms" and v <= 0:
+            raise ValueError(f"lamps config 'cost_model.{k}' must be > 0, got {v!r}")
+        out[k] = v
+    if "saturation_tokens" in out:
+        _check_int(out["saturation_tokens"], "cost_model.saturation_tokens", minimum=1)
+    return out

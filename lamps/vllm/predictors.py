@@ -1,0 +1,64 @@
+"""Online predictors that fill in what hints leave out: API duration per tool, tokens per turn."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class _Mean:
+    value: float = 0.0
+    count: int = 0
+
+
+class KeyedRunningMean:
+    """Running mean per key plus a pooled mean, starting from a prior.
+
+    The mean weights the last `window` observations about equally (a plain mean that turns into
+    an exponential average once `window` observations are in), so it follows slow drift.
+    Unknown keys fall back to the pooled mean, and that to the prior.
+    """
+
+    def __init__(self, prior: float, window: int = 50) -> None:
+        if not math.isfinite(prior) or prior < 0:
+            raise ValueError(f"prior must be finite and >= 0, got {prior!r}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window!r}")
+        self.prior = float(prior)
+        self.window = window
+        self._pooled = _Mean()
+        self._by_key: dict[str, _Mean] = {}
+
+    def observe(self, key: str | None, value: float) -> None:
+        """Record one observation for `key` (None = pooled only)."""
+        if not math.isfinite(value) or value < 0:
+            return
+        self._update(self._pooled, value)
+        if key is not None:
+            self._update(self._by_key.setdefault(key, _Mean()), value)
+
+    def predict(self, key: str | None) -> float:
+        """Best estimate for `key`."""
+        if key is not None:
+            m = self._by_key.get(key)
+            if m is not None:
+                return m.value
+        return self._pooled.value if self._pooled.count else self.prior
+
+    def observations(self, key: str | None = None) -> int:
+        """How many observations back the estimate for `key` (pooled when None)."""
+        m = self._pooled if key is None else self._by_key.get(key)
+        return m.count if m is not None else 0
+
+    def _update(self, m: _Mean, value: float) -> None:
+        m.count += 1
+        m.value += (value - m.value) / min(m.count, self.window)
+
+
+class ApiDurationPredictor(KeyedRunningMean):
+    """API call duration in seconds, learned per tool from the pauses this engine observed."""
+
+
+class OutputLengthPredictor(KeyedRunningMean):
+    """Output tokens per turn (until the next API call or the end), learned per tool."""
