@@ -1,0 +1,104 @@
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#include "lamps/score.hpp"
+#include "lamps/score_batch.hpp"
+
+namespace {
+
+const lamps::CostModel kToy(1.0, 0.0, 100.0, 1e5, 10, "toy");
+
+TEST(Score, RequestWithoutApiCallsIsMemoryTimesTime) {
+  // Fully prefilled context of 100, 10 more tokens at T_fwd(0 + 1) = 1 ms each.
+  const lamps::Segment last{10, 0, 0, std::nullopt};
+  EXPECT_NEAR(lamps::score_request(100, 0, &last, 1, {}, kToy, true), (100 + 5) * 10 * 0.001, 1e-12);
+}
+
+TEST(Score, PreservedCallAddsContextTimesDuration) {
+  const std::vector<lamps::Segment> segments = {{10, 2.0, 0, lamps::Strategy::Preserve},
+                                                {10, 0, 0, std::nullopt}};
+  const double decode = (100 + 5) * 10 * 0.001 + (110 + 5) * 10 * 0.001;
+  EXPECT_NEAR(lamps::score_request(100, 0, segments.data(), 2, {}, kToy, true), decode + 110 * 2.0,
+              1e-12);
+}
+
+TEST(Score, DiscardedCallPaysTheRebuildInstead) {
+  const std::vector<lamps::Segment> segments = {{10, 2.0, 0, lamps::Strategy::Discard},
+                                                {10, 0, 0, std::nullopt}};
+  const double decode = (100 + 5) * 10 * 0.001 + (110 + 5) * 10 * 0.001;
+  const double rebuild = lamps::rebuild_area(0, 110, {}, kToy);
+  EXPECT_NEAR(lamps::score_request(100, 0, segments.data(), 2, {}, kToy, true), decode + rebuild,
+              1e-12);
+}
+
+TEST(Score, ALongPreservedCallRanksBehindALongerPlainRequest) {
+  // The paper's point: a short request pinning memory through a long call holds more
+  // memory over time than a longer request without one.
+  const std::vector<lamps::Segment> short_with_call = {{5, 30.0, 0, lamps::Strategy::Preserve},
+                                                       {5, 0, 0, std::nullopt}};
+  const lamps::Segment long_plain{200, 0, 0, std::nullopt};
+  EXPECT_GT(lamps::score_request(500, 0, short_with_call.data(), 2, {}, kToy, true),
+            lamps::score_request(500, 0, &long_plain, 1, {}, kToy, true));
+}
+
+TEST(ScoreBatch, MatchesScoreRequestPerRequest) {
+  const std::vector<std::int64_t> context = {100, 50, 7};
+  const std::vector<std::int64_t> pending = {0, 50, 7};
+  const std::vector<std::int64_t> offsets = {0, 2, 2, 3};
+  const std::vector<std::int64_t> output = {10, 10, 4};
+  const std::vector<double> api = {2.0, 0.0, 1.0};
+  const std::vector<std::int64_t> returned = {3, 0, 8};
+  const std::vector<std::int8_t> strategy = {-1, -1, 1};
+  const lamps::BatchState batch{6.0, 40.0, 0.25};
+  std::vector<double> out(3);
+  lamps::score_batch({context.data(), pending.data(), offsets.data(), 3},
+                     {output.data(), api.data(), returned.data(), strategy.data(), 3}, batch, kToy,
+                     true, out.data());
+  const std::vector<lamps::Segment> first = {{10, 2.0, 3, std::nullopt}, {10, 0, 0, std::nullopt}};
+  const lamps::Segment third{4, 1.0, 8, lamps::Strategy::Discard};
+  EXPECT_DOUBLE_EQ(out[0], lamps::score_request(100, 0, first.data(), 2, batch, kToy, true));
+  EXPECT_DOUBLE_EQ(out[1], lamps::score_request(50, 50, nullptr, 0, batch, kToy, true));
+  EXPECT_DOUBLE_EQ(out[2], lamps::score_request(7, 7, &third, 1, batch, kToy, true));
+}
+
+TEST(ScoreBatch, LongSegmentListsScoreLikeOneCall) {
+  std::vector<lamps::Segment> segments;
+  std::vector<std::int64_t> output, returned;
+  std::vector<double> api;
+  std::vector<std::int8_t> strategy;
+  for (int i = 0; i < 40; ++i) {  // more than the 16 scored in one chunk
+    segments.push_back({static_cast<double>(3 + i), 0.5 * i, static_cast<double>(i % 4), std::nullopt});
+    output.push_back(3 + i);
+    api.push_back(0.5 * i);
+    returned.push_back(i % 4);
+    strategy.push_back(-1);
+  }
+  const std::vector<std::int64_t> context = {64}, pending = {16}, offsets = {0, 40};
+  double out = 0;
+  const lamps::BatchState batch{100.0, 3000.0, 0.5};
+  lamps::score_batch({context.data(), pending.data(), offsets.data(), 1},
+                     {output.data(), api.data(), returned.data(), strategy.data(), 40}, batch, kToy,
+                     true, &out);
+  EXPECT_NEAR(out, lamps::score_request(64, 16, segments.data(), 40, batch, kToy, true), 1e-9 * out);
+}
+
+TEST(ScoreBatch, BadElementNamesColumnAndIndex) {
+  const std::vector<std::int64_t> context = {10}, pending = {0}, offsets = {0, 1};
+  const std::vector<std::int64_t> output = {-3}, returned = {0};
+  const std::vector<double> api = {0.0};
+  const std::vector<std::int8_t> strategy = {-1};
+  double out = 0;
+  try {
+    lamps::score_batch({context.data(), pending.data(), offsets.data(), 1},
+                       {output.data(), api.data(), returned.data(), strategy.data(), 1}, {}, kToy,
+                       true, &out);
+    FAIL() << "expected invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "output_tokens[0] must be >= 0 (got -3)");
+  }
+}
+
+}  // namespace

@@ -1,0 +1,85 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "lamps/waste.hpp"
+
+namespace {
+
+// a = 1 ms/token, c = 0, S = 10: T_fwd(S) = 10 ms, one token adds 1 ms.
+const lamps::CostModel kToy(1.0, 0.0, 100.0, 1e5, 10, "toy");
+
+TEST(Waste, PreserveIsContextTimesApiTime) {
+  EXPECT_DOUBLE_EQ(lamps::preserve_waste({200, 0, 3.0}, {}, kToy), 600.0);
+}
+
+TEST(Waste, DiscardChunksIntoTheSpareBudget) {
+  // 6 running tokens leave h = 4 per iteration; 10 tokens = 2 full chunks + 2 tokens.
+  const lamps::BatchState batch{6.0, 50.0, 0.0};
+  const lamps::ChunkPlan plan = lamps::chunk_plan(10, batch, kToy);
+  EXPECT_DOUBLE_EQ(plan.chunk_tokens, 4.0);
+  EXPECT_DOUBLE_EQ(plan.full_chunks, 2.0);
+  EXPECT_DOUBLE_EQ(plan.last_chunk, 2.0);
+  // Memory: iterations hold 4, 8, then 10 tokens for 10 ms each = 0.22 token-s.
+  // Slowdown: 10 extra tokens x 1 ms x 50 other tokens = 0.5 token-s.
+  EXPECT_NEAR(lamps::discard_waste({10, 0, 5.0}, batch, kToy), 0.22 + 0.5, 1e-12);
+}
+
+TEST(Waste, DiscardOfAFullyCachedContextIsFree) {
+  EXPECT_DOUBLE_EQ(lamps::discard_waste({500, 500, 5.0}, {6.0, 50.0, 0.0}, kToy), 0.0);
+}
+
+TEST(Waste, CachedTokensAreHeldWhileTheRestIsRebuilt) {
+  // 4 uncached tokens in one chunk on top of 6 cached: one iteration holds 10 tokens.
+  EXPECT_NEAR(lamps::discard_waste({10, 6, 5.0}, {6.0, 0.0, 0.0}, kToy), 10 * 0.010, 1e-12);
+}
+
+TEST(Waste, SaturatedBatchStillRecomputesOneTokenPerIteration) {
+  const lamps::ChunkPlan plan = lamps::chunk_plan(3, {1000.0, 0.0, 0.0}, kToy);
+  EXPECT_DOUBLE_EQ(plan.chunk_tokens, 1.0);
+  EXPECT_DOUBLE_EQ(plan.full_chunks, 2.0);
+}
+
+TEST(Waste, SwapMovesTwiceAndStallsTheBatch) {
+  // 100 tokens x 100 B / 1e5 B/s = 0.1 s one way; batch 400 + own 100 tokens.
+  EXPECT_NEAR(lamps::swap_waste({100, 0, 9.0}, {0.0, 400.0, 0.0}, kToy), 2 * 0.1 * 500, 1e-12);
+}
+
+TEST(Strategy, LampsPicksTheLeastWaste) {
+  const lamps::BatchState batch{6.0, 50.0, 0.0};
+  // A short call on a big context: keeping it is cheapest.
+  EXPECT_EQ(lamps::choose_strategy({1000, 0, 0.001}, batch, kToy, true), lamps::Strategy::Preserve);
+  // A long call on a small context that can be rebuilt fast: discard.
+  EXPECT_EQ(lamps::choose_strategy({10, 0, 60.0}, batch, kToy, true), lamps::Strategy::Discard);
+  // A long call on a large context with a fast link and an idle batch: swap.
+  const lamps::CostModel fast_link(1.0, 0.0, 1.0, 1e9, 10, "fast");
+  EXPECT_EQ(lamps::choose_strategy({5000, 0, 60.0}, {6.0, 0.0, 0.0}, fast_link, true),
+            lamps::Strategy::Swap);
+  EXPECT_NE(lamps::choose_strategy({5000, 0, 60.0}, {6.0, 0.0, 0.0}, fast_link, false),
+            lamps::Strategy::Swap);
+}
+
+TEST(Strategy, TiesPreferPreserve) {
+  // Zero-length call and fully cached context: every waste is 0 but swap's.
+  EXPECT_EQ(lamps::choose_strategy({100, 100, 0.0}, {}, kToy, true), lamps::Strategy::Preserve);
+}
+
+TEST(Strategy, InferceptDiscardsOnceRecomputeIsCheaperThanTheRemainingWait) {
+  const lamps::BatchState batch{6.0, 50.0, 0.0};
+  // W_d = 0.72 (see above); W_p = 10 tokens x remaining.
+  EXPECT_TRUE(lamps::infercept_should_discard({10, 0, 1.0}, batch, kToy));
+  EXPECT_FALSE(lamps::infercept_should_discard({10, 0, 0.05}, batch, kToy));
+}
+
+TEST(Strategy, InferceptSwapBudgetHidesBehindOneIteration) {
+  // Iteration of 6 tokens = 6 ms; 1e5 B/s x 6 ms / 100 B = 6 tokens.
+  EXPECT_EQ(lamps::infercept_swap_budget_tokens({6.0, 0.0, 0.0}, kToy), 6);
+}
+
+TEST(Validation, PausedRequestRejectsMoreCachedThanContext) {
+  EXPECT_THROW(lamps::PausedRequest::checked(10, 11, 1), std::invalid_argument);
+  EXPECT_THROW(lamps::PausedRequest::checked(10, 1, NAN), std::invalid_argument);
+  EXPECT_THROW(lamps::BatchState::checked(1, 1, 1.5), std::invalid_argument);
+}
+
+}  // namespace

@@ -1,0 +1,182 @@
+"""Bad input raises a clear Python exception naming the field, never a crash."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import lamps
+
+NAN, INF = math.nan, math.inf
+GPTJ = lamps.CostModel.profile("gptj-6b-a100")
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ((NAN, 1, 1, 1), "a_ms_per_token"),
+        ((-0.1, 1, 1, 1), "a_ms_per_token"),
+        ((1, -1, 1, 1), "c_ms"),
+        ((1, 1, 0, 1), "kv_bytes_per_token"),
+        ((1, 1, 1, INF), "link_bytes_per_second"),
+    ],
+)
+def test_cost_model_rejects_out_of_range_coefficients(args: tuple, field: str) -> None:
+    """Each bad coefficient is named."""
+    with pytest.raises(ValueError, match=field):
+        lamps.CostModel(*args)
+
+
+def test_cost_model_rejects_zero_saturation_and_unknown_profile() -> None:
+    """Saturation below one token, or a profile that does not exist, is refused."""
+    with pytest.raises(ValueError, match="saturation_tokens"):
+        lamps.CostModel(1, 1, 1, 1, saturation_tokens=0)
+    with pytest.raises(ValueError, match="unknown cost-model profile 'nope'"):
+        lamps.CostModel.profile("nope")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"context_tokens": NAN}, "context_tokens"),
+        ({"context_tokens": 10, "cached_tokens": -1}, "cached_tokens"),
+        ({"context_tokens": 10, "cached_tokens": 11}, "cached_tokens"),
+        ({"context_tokens": 10, "api_seconds": INF}, "api_seconds"),
+        ({"context_tokens": 10, "api_seconds": -2}, "api_seconds"),
+    ],
+)
+def test_paused_request_rejects_bad_predictions(kwargs: dict, field: str) -> None:
+    """NaN, infinite or negative predictions name their field."""
+    with pytest.raises(ValueError, match=field):
+        lamps.PausedRequest(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"output_tokens": NAN}, "output_tokens"),
+        ({"output_tokens": 1, "api_seconds": -1}, "api_seconds"),
+        ({"output_tokens": 1, "return_tokens": INF}, "return_tokens"),
+    ],
+)
+def test_segment_rejects_bad_predictions(kwargs: dict, field: str) -> None:
+    """Segment fields are validated at construction."""
+    with pytest.raises(ValueError, match=field):
+        lamps.Segment(**kwargs)
+
+
+def test_batch_state_rejects_bad_values() -> None:
+    """Negative tokens and hit fractions outside [0, 1] are refused."""
+    with pytest.raises(ValueError, match="running_context_tokens"):
+        lamps.BatchState(0, -5)
+    with pytest.raises(ValueError, match="prefix_cache_hit_fraction"):
+        lamps.BatchState(0, 0, 1.5)
+
+
+def test_score_request_rejects_more_pending_than_context() -> None:
+    """pending_prefill_tokens cannot exceed context_tokens."""
+    with pytest.raises(ValueError, match="pending_prefill_tokens"):
+        lamps.score_request(5, 6, [], lamps.BatchState(), GPTJ)
+
+
+def _columns(**override: np.ndarray) -> dict[str, np.ndarray]:
+    cols = {
+        "context_tokens": np.array([10, 20], dtype=np.int64),
+        "pending_prefill_tokens": np.zeros(2, dtype=np.int64),
+        "segment_offsets": np.array([0, 1, 2], dtype=np.int64),
+        "output_tokens": np.array([5, 6], dtype=np.int64),
+        "api_seconds": np.array([1.0, 0.0]),
+        "return_tokens": np.array([2, 0], dtype=np.int64),
+        "strategy": np.array([-1, -1], dtype=np.int8),
+    }
+    cols.update(override)
+    return cols
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "message"),
+    [
+        ({"api_seconds": np.array([NAN, 0.0])}, ValueError, r"api_seconds\[0\] must be finite"),
+        ({"api_seconds": np.array([0.0, INF])}, ValueError, r"api_seconds\[1\]"),
+        ({"output_tokens": np.array([5, -6], dtype=np.int64)}, ValueError, r"output_tokens\[1\]"),
+        ({"strategy": np.array([3, -1], dtype=np.int8)}, ValueError, r"strategy\[0\]"),
+        ({"segment_offsets": np.array([0, 2, 1], dtype=np.int64)}, ValueError, "segment_offsets"),
+        ({"segment_offsets": np.array([0, 1, 5], dtype=np.int64)}, ValueError, "segment_offsets"),
+        (
+            {"pending_prefill_tokens": np.array([11, 0], dtype=np.int64)},
+            ValueError,
+            "pending_prefill",
+        ),
+        (
+            {"context_tokens": np.array([10.0, 20.0])},
+            TypeError,
+            "context_tokens must be a numpy array of dtype int64",
+        ),
+        (
+            {"return_tokens": np.array([2], dtype=np.int64)},
+            ValueError,
+            "return_tokens must have length 2",
+        ),
+        ({"strategy": np.zeros((2, 1), dtype=np.int8)}, TypeError, "strategy must be a 1-D"),
+    ],
+)
+def test_score_batch_names_the_bad_column(override: dict, error: type, message: str) -> None:
+    """Bad columns raise before anything is written, naming column and index."""
+    with pytest.raises(error, match=message):
+        lamps.score_batch(**_columns(**override), batch=lamps.BatchState(), cost=GPTJ)
+
+
+def test_score_batch_rejects_a_read_only_out() -> None:
+    """A read-only `out` array is refused rather than written through."""
+    out = np.zeros(2)
+    out.flags.writeable = False
+    with pytest.raises(TypeError, match="writeable"):
+        lamps.score_batch(**_columns(), batch=lamps.BatchState(), cost=GPTJ, out=out)
+
+
+def test_queue_errors() -> None:
+    """Empty pops, unknown and duplicate handles, bad scores and bad handles."""
+    q = lamps.RankingQueue()
+    with pytest.raises(IndexError, match="empty"):
+        q.pop()
+    with pytest.raises(IndexError, match="empty"):
+        q.peek()
+    with pytest.raises(KeyError, match="handle 3 is not queued"):
+        q.erase(3)
+    with pytest.raises(KeyError, match="handle 3"):
+        q.update(3, 1.0)
+    with pytest.raises(KeyError, match="handle 3"):
+        q.is_promoted(3)
+    with pytest.raises(ValueError, match="handle must be in"):
+        q.push(-1, 1.0, 0.0)
+    with pytest.raises(ValueError, match="handle must be in"):
+        q.push(lamps.RankingQueue.max_handle + 1, 1.0, 0.0)
+    with pytest.raises(ValueError, match="score must be finite"):
+        q.push(1, NAN, 0.0)
+    with pytest.raises(ValueError, match="arrival must be finite"):
+        q.push(1, 1.0, INF)
+    q.push(1, 1.0, 0.0)
+    with pytest.raises(ValueError, match="already queued"):
+        q.push(1, 2.0, 0.0)
+    with pytest.raises(ValueError, match="score must be finite"):
+        q.update(1, INF)
+    with pytest.raises(ValueError, match="iterations must be >= 0"):
+        q.tick(-1)
+    with pytest.raises(ValueError, match="starvation_threshold must be >= 0"):
+        lamps.RankingQueue(-5)
+
+
+def test_update_many_is_all_or_nothing() -> None:
+    """A bad element in a bulk re-key leaves every score as it was."""
+    q = lamps.RankingQueue()
+    q.push(0, 1.0, 0.0)
+    q.push(1, 2.0, 0.0)
+    with pytest.raises(KeyError, match="handle 7"):
+        q.update_many(np.array([0, 7], dtype=np.int64), np.array([9.0, 9.0]))
+    with pytest.raises(ValueError, match=r"scores\[1\] must be finite"):
+        q.update_many(np.array([0, 1], dtype=np.int64), np.array([9.0, NAN]))
+    with pytest.raises(TypeError, match="handles must be a numpy array of dtype int64"):
+        q.update_many(np.array([0.0]), np.array([9.0]))
+    assert (q.score(0), q.score(1)) == (1.0, 2.0)
