@@ -41,45 +41,70 @@ inline double decode_area(double context_tokens, double output_tokens, double it
 // Memory-time spent on one API call of a request holding `context_tokens`, plus rebuilding the
 // context (what the call discarded and the `return_tokens` it appended) afterwards.
 inline double api_call_area(double context_tokens, const Segment& segment, Strategy strategy,
-                            const BatchState& batch, const CostModel& cost) {
+                            const WasteModel& model) {
   switch (strategy) {
     case Strategy::Preserve:
       return context_tokens * segment.api_seconds +
-             rebuild_area(context_tokens, segment.return_tokens, batch, cost);
+             model.rebuild_area(context_tokens, segment.return_tokens);
     case Strategy::Discard: {
-      const double cached = context_tokens * batch.prefix_cache_hit_fraction;
-      return rebuild_area(cached, context_tokens - cached + segment.return_tokens, batch, cost);
+      const double cached = context_tokens * model.batch().prefix_cache_hit_fraction;
+      return model.rebuild_area(cached, context_tokens - cached + segment.return_tokens);
     }
     case Strategy::Swap:
       // Held on the GPU while copied out and while copied back in.
-      return context_tokens * 2.0 * cost.swap_seconds(context_tokens) +
-             rebuild_area(context_tokens, segment.return_tokens, batch, cost);
+      return context_tokens * 2.0 * model.swap_seconds(context_tokens) +
+             model.rebuild_area(context_tokens, segment.return_tokens);
   }
   throw std::invalid_argument("strategy must be PRESERVE, DISCARD or SWAP");
 }
+
+// Walks a request's remaining segments, adding each one's area as its context grows.
+class ScoreAccumulator {
+ public:
+  // Starts with the prefill still owed: `pending_prefill_tokens` of `context_tokens`.
+  ScoreAccumulator(double context_tokens, double pending_prefill_tokens, const WasteModel& model)
+      : model_(model),
+        context_(context_tokens),
+        area_(model.rebuild_area(context_tokens - pending_prefill_tokens, pending_prefill_tokens)) {}
+
+  void add(const Segment& segment, bool allow_swap) {
+    area_ += decode_area(context_, segment.output_tokens, model_.decode_iteration_seconds());
+    context_ += segment.output_tokens;
+    if (!segment.has_api_call()) return;
+    const Strategy strategy =
+        segment.strategy ? *segment.strategy
+                         : model_.choose(PausedRequest{context_,
+                                                       context_ * model_.batch().prefix_cache_hit_fraction,
+                                                       segment.api_seconds},
+                                         allow_swap);
+    area_ += api_call_area(context_, segment, strategy, model_);
+    context_ += segment.return_tokens;
+  }
+
+  double area() const { return area_; }
+
+ private:
+  const WasteModel& model_;
+  double context_;
+  double area_;
+};
 
 // Score of a request holding `context_tokens` (of which `pending_prefill_tokens` are not computed
 // yet) with `count` remaining segments. Requests without API calls reduce to memory x time, so
 // both kinds compete fairly in one queue.
 inline double score_request(double context_tokens, double pending_prefill_tokens,
+                            const Segment* segments, std::size_t count, const WasteModel& model,
+                            bool allow_swap) {
+  ScoreAccumulator score(context_tokens, pending_prefill_tokens, model);
+  for (std::size_t i = 0; i < count; ++i) score.add(segments[i], allow_swap);
+  return score.area();
+}
+
+inline double score_request(double context_tokens, double pending_prefill_tokens,
                             const Segment* segments, std::size_t count, const BatchState& batch,
                             const CostModel& cost, bool allow_swap) {
-  // Each decode iteration also carries the running batch's tokens.
-  const double iteration = cost.iteration_seconds(batch.running_tokens_per_iteration + 1.0);
-  double context = context_tokens;
-  double area = rebuild_area(context_tokens - pending_prefill_tokens, pending_prefill_tokens, batch, cost);
-  for (std::size_t i = 0; i < count; ++i) {
-    const Segment& segment = segments[i];
-    area += decode_area(context, segment.output_tokens, iteration);
-    context += segment.output_tokens;
-    if (!segment.has_api_call()) continue;
-    const Strategy strategy = segment.strategy.value_or(choose_strategy(
-        PausedRequest{context, context * batch.prefix_cache_hit_fraction, segment.api_seconds},
-        batch, cost, allow_swap));
-    area += api_call_area(context, segment, strategy, batch, cost);
-    context += segment.return_tokens;
-  }
-  return area;
+  return score_request(context_tokens, pending_prefill_tokens, segments, count,
+                       WasteModel(batch, cost), allow_swap);
 }
 
 inline void check_request_tokens(double context_tokens, double pending_prefill_tokens) {

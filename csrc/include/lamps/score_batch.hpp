@@ -1,7 +1,6 @@
 #pragma once
 // Re-scoring thousands of requests in one call, from column arrays (structure of arrays) that
 // the caller keeps up to date, because the live batch state changes every iteration.
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -58,13 +57,12 @@ inline Segment segment_at(const SegmentColumns& columns, std::size_t j) {
 
 }  // namespace detail
 
-// Writes one score per request into `out` (size requests). Segments are scored in place, so
-// a request may have any number of them; 1-3 is typical.
+// Writes one score per request into `out` (size requests). A request may have any number
+// of segments; 1-3 is typical.
 inline void score_batch(const RequestColumns& requests, const SegmentColumns& segments,
                         const BatchState& batch, const CostModel& cost, bool allow_swap,
                         double* out) {
-  constexpr std::size_t kInlineSegments = 16;
-  Segment buffer[kInlineSegments];
+  const WasteModel model(batch, cost);
   for (std::size_t i = 0; i < requests.requests; ++i) {
     const std::int64_t begin = requests.segment_offsets[i];
     const std::int64_t end = requests.segment_offsets[i + 1];
@@ -80,28 +78,11 @@ inline void score_batch(const RequestColumns& requests, const SegmentColumns& se
                           "must satisfy 0 <= pending_prefill_tokens <= context_tokens (got " +
                               std::to_string(pending) + ", context " + std::to_string(context) + ")");
     }
-    double area = 0.0;
-    // Long segment lists are scored in chunks: the score is a sum over segments given the
-    // context at each one, so carrying the context across chunks is exact.
-    double carried_context = static_cast<double>(context);
-    double carried_pending = static_cast<double>(pending);
-    for (std::int64_t first = begin; first < end; first += kInlineSegments) {
-      const std::int64_t last = std::min<std::int64_t>(end, first + kInlineSegments);
-      double grown = 0.0;
-      for (std::int64_t j = first; j < last; ++j) {
-        buffer[j - first] = detail::segment_at(segments, static_cast<std::size_t>(j));
-        grown += buffer[j - first].output_tokens +
-                 (buffer[j - first].has_api_call() ? buffer[j - first].return_tokens : 0.0);
-      }
-      area += score_request(carried_context, carried_pending, buffer,
-                            static_cast<std::size_t>(last - first), batch, cost, allow_swap);
-      carried_context += grown;
-      carried_pending = 0.0;
+    ScoreAccumulator score(static_cast<double>(context), static_cast<double>(pending), model);
+    for (std::int64_t j = begin; j < end; ++j) {
+      score.add(detail::segment_at(segments, static_cast<std::size_t>(j)), allow_swap);
     }
-    if (begin == end) {
-      area = score_request(carried_context, carried_pending, buffer, 0, batch, cost, allow_swap);
-    }
-    out[i] = area;
+    out[i] = score.area();
   }
 }
 

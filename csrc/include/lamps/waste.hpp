@@ -39,72 +39,123 @@ struct ChunkPlan {
   double last_chunk;    // tokens - n * h
 };
 
+// The waste formulas for one live batch. The per-batch constants (spare budget, iteration
+// times) are computed once here, because the scheduler evaluates thousands of requests
+// against the same batch.
+class WasteModel {
+ public:
+  WasteModel(const BatchState& batch, const CostModel& cost)
+      : batch_(batch),
+        cost_(cost),
+        spare_tokens_(std::max(static_cast<double>(cost.saturation_tokens()) -
+                                   batch.running_tokens_per_iteration,
+                               1.0)),
+        saturated_iteration_seconds_(
+            cost.iteration_seconds(static_cast<double>(cost.saturation_tokens()))),
+        decode_iteration_seconds_(cost.iteration_seconds(batch.running_tokens_per_iteration + 1.0)),
+        swap_seconds_per_token_(cost.swap_seconds(1.0)) {}
+
+  const BatchState& batch() const { return batch_; }
+  const CostModel& cost() const { return cost_; }
+  // Seconds of a decode iteration of the running batch plus one request.
+  double decode_iteration_seconds() const { return decode_iteration_seconds_; }
+  double swap_seconds(double tokens) const { return tokens * swap_seconds_per_token_; }
+
+  ChunkPlan chunk_plan(double compute_tokens) const {
+    if (compute_tokens <= 0.0) return ChunkPlan{spare_tokens_, 0.0, 0.0};
+    const double full = std::ceil(compute_tokens / spare_tokens_) - 1.0;
+    return ChunkPlan{spare_tokens_, full, compute_tokens - full * spare_tokens_};
+  }
+
+  // Memory held by a request while `compute_tokens` tokens are rebuilt on top of
+  // `held_tokens` already in GPU memory: iteration k holds held + k*h tokens for T_fwd(S),
+  // the last one the whole context.
+  double rebuild_area(double held_tokens, double compute_tokens) const {
+    if (compute_tokens <= 0.0) return 0.0;
+    const double full = std::ceil(compute_tokens / spare_tokens_) - 1.0;
+    const double growing = spare_tokens_ * full * (full + 1.0) / 2.0 + compute_tokens;
+    return saturated_iteration_seconds_ * (growing + held_tokens * (full + 1.0));
+  }
+
+  // Extra iteration time the rebuild's chunks impose on every other running request's memory.
+  double rebuild_slowdown_area(double compute_tokens) const {
+    if (compute_tokens <= 0.0) return 0.0;
+    return cost_.seconds_per_token() * compute_tokens * batch_.running_context_tokens;
+  }
+
+  // W_p: the context sits idle in GPU memory for the whole call.
+  double preserve(const PausedRequest& request) const {
+    return request.api_seconds * request.context_tokens;
+  }
+
+  // W_d: only the tokens the prefix cache lost are recomputed, chunked into the spare budget,
+  // and every other running request is slowed by the extra tokens of each chunk.
+  double discard(const PausedRequest& request) const {
+    const double recompute = request.context_tokens - request.cached_tokens;
+    return rebuild_area(request.cached_tokens, recompute) + rebuild_slowdown_area(recompute);
+  }
+
+  // W_s: out and back in over the link, stalling the batch's memory (the request's own included).
+  double swap(const PausedRequest& request) const {
+    return 2.0 * swap_seconds(request.context_tokens) *
+           (batch_.running_context_tokens + request.context_tokens);
+  }
+
+  // LAMPS: the strategy of least waste; ties prefer Preserve, then Discard (no data movement).
+  Strategy choose(const PausedRequest& request, bool allow_swap) const {
+    const double preserve_waste = preserve(request);
+    const double discard_waste = discard(request);
+    Strategy best = discard_waste < preserve_waste ? Strategy::Discard : Strategy::Preserve;
+    if (allow_swap && swap(request) < std::min(preserve_waste, discard_waste)) {
+      best = Strategy::Swap;
+    }
+    return best;
+  }
+
+ private:
+  BatchState batch_;
+  const CostModel& cost_;
+  double spare_tokens_;
+  double saturated_iteration_seconds_;
+  double decode_iteration_seconds_;
+  double swap_seconds_per_token_;
+};
+
 inline ChunkPlan chunk_plan(double compute_tokens, const BatchState& batch, const CostModel& cost) {
-  const double spare =
-      std::max(static_cast<double>(cost.saturation_tokens()) - batch.running_tokens_per_iteration, 1.0);
-  if (compute_tokens <= 0.0) return ChunkPlan{spare, 0.0, 0.0};
-  const double full = std::ceil(compute_tokens / spare) - 1.0;
-  return ChunkPlan{spare, full, compute_tokens - full * spare};
+  return WasteModel(batch, cost).chunk_plan(compute_tokens);
 }
 
-// Memory held by a request while `compute_tokens` tokens are rebuilt on top of `held_tokens`
-// already in GPU memory: iteration k of the rebuild holds held + k*h tokens for T_fwd(S).
 inline double rebuild_area(double held_tokens, double compute_tokens, const BatchState& batch,
                            const CostModel& cost) {
-  if (compute_tokens <= 0.0) return 0.0;
-  const ChunkPlan plan = chunk_plan(compute_tokens, batch, cost);
-  const double iteration = cost.iteration_seconds(static_cast<double>(cost.saturation_tokens()));
-  const double iterations = plan.full_chunks + 1.0;
-  const double growing = plan.chunk_tokens * plan.full_chunks * (plan.full_chunks + 1.0) / 2.0 +
-                         compute_tokens;  // the last iteration holds the whole rebuilt part
-  return iteration * (growing + held_tokens * iterations);
+  return WasteModel(batch, cost).rebuild_area(held_tokens, compute_tokens);
 }
 
-// Extra iteration time the rebuild's chunks impose on every other running request's memory.
-inline double rebuild_slowdown_area(double compute_tokens, const BatchState& batch,
-                                    const CostModel& cost) {
-  if (compute_tokens <= 0.0) return 0.0;
-  return cost.seconds_per_token() * compute_tokens * batch.running_context_tokens;
+inline double preserve_waste(const PausedRequest& request, const BatchState& batch,
+                             const CostModel& cost) {
+  return WasteModel(batch, cost).preserve(request);
 }
 
-// W_p: the context sits idle in GPU memory for the whole call.
-inline double preserve_waste(const PausedRequest& request, const BatchState& /*batch*/,
-                             const CostModel& /*cost*/) {
-  return request.api_seconds * request.context_tokens;
-}
-
-// W_d: only the tokens the prefix cache lost are recomputed, chunked into the spare budget,
-// and every other running request is slowed by the extra tokens of each chunk.
 inline double discard_waste(const PausedRequest& request, const BatchState& batch,
                             const CostModel& cost) {
-  const double recompute = request.context_tokens - request.cached_tokens;
-  return rebuild_area(request.cached_tokens, recompute, batch, cost) +
-         rebuild_slowdown_area(recompute, batch, cost);
+  return WasteModel(batch, cost).discard(request);
 }
 
-// W_s: out and back in over the link, stalling the batch's memory (the request's own included).
 inline double swap_waste(const PausedRequest& request, const BatchState& batch,
                          const CostModel& cost) {
-  return 2.0 * cost.swap_seconds(request.context_tokens) *
-         (batch.running_context_tokens + request.context_tokens);
+  return WasteModel(batch, cost).swap(request);
 }
 
-// LAMPS: the strategy of least waste; ties prefer Preserve, then Discard (no data movement).
 inline Strategy choose_strategy(const PausedRequest& request, const BatchState& batch,
                                 const CostModel& cost, bool allow_swap) {
-  const double preserve = preserve_waste(request, batch, cost);
-  const double discard = discard_waste(request, batch, cost);
-  Strategy best = discard < preserve ? Strategy::Discard : Strategy::Preserve;
-  const double best_waste = std::min(preserve, discard);
-  if (allow_swap && swap_waste(request, batch, cost) < best_waste) best = Strategy::Swap;
-  return best;
+  return WasteModel(batch, cost).choose(request, allow_swap);
 }
 
 // InferCept: discard a paused request once recomputing it wastes less than keeping it for
 // the *remaining* call time (request.api_seconds is the remaining time here).
 inline bool infercept_should_discard(const PausedRequest& request, const BatchState& batch,
                                      const CostModel& cost) {
-  return discard_waste(request, batch, cost) < preserve_waste(request, batch, cost);
+  const WasteModel model(batch, cost);
+  return model.discard(request) < model.preserve(request);
 }
 
 // InferCept swaps only what one iteration's compute can hide: tokens movable one way in the

@@ -1,0 +1,29 @@
+"""Prints, after a benchmark run, each implementation's median time as a ratio to LAMPS's."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """One line per benchmark group: medians and the ratio against the `lamps` variant."""
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or session.disabled or not session.benchmarks:
+        return
+    groups: dict[str, dict[str, float]] = defaultdict(dict)
+    for bench in session.benchmarks:
+        if not bench.has_error and bench.stats is not None:
+            impl = bench.name.split("[")[-1].split("-")[0].rstrip("]")
+            groups[bench.group or bench.name][impl] = bench.stats.median
+    terminalreporter.section("median time, and ratio to lamps (>1: lamps is faster)")
+    for group, medians in sorted(groups.items()):
+        base = medians.get("lamps")
+        cells = []
+        for impl, median in sorted(medians.items(), key=lambda kv: kv[1]):
+            ratio = f" ({median / base:.1f}x)" if base and impl != "lamps" else ""
+            cells.append(f"{impl} {median * 1e3:.4f} ms{ratio}")
+        terminalreporter.write_line(f"{group}: " + ", ".join(cells))
