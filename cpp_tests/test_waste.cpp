@@ -25,6 +25,17 @@ TEST(Waste, DiscardChunksIntoTheSpareBudget) {
   EXPECT_NEAR(lamps::discard_waste({10, 0, 5.0}, batch, kToy), 0.22 + 0.5, 1e-12);
 }
 
+TEST(Waste, ChunkCountIsExactAtMultiplesAndForHugeValues) {
+  EXPECT_DOUBLE_EQ(lamps::ceil_count(8.0), 8.0);
+  EXPECT_DOUBLE_EQ(lamps::ceil_count(8.000001), 9.0);
+  EXPECT_DOUBLE_EQ(lamps::ceil_count(0.25), 1.0);
+  EXPECT_DOUBLE_EQ(lamps::ceil_count(1e300), 1e300);
+  // 12 tokens in chunks of 4: two full chunks and a last chunk of 4, not three and zero.
+  const lamps::ChunkPlan plan = lamps::chunk_plan(12, {6.0, 0.0, 0.0}, kToy);
+  EXPECT_DOUBLE_EQ(plan.full_chunks, 2.0);
+  EXPECT_DOUBLE_EQ(plan.last_chunk, 4.0);
+}
+
 TEST(Waste, DiscardOfAFullyCachedContextIsFree) {
   EXPECT_DOUBLE_EQ(lamps::discard_waste({500, 500, 5.0}, {6.0, 50.0, 0.0}, kToy), 0.0);
 }

@@ -31,6 +31,15 @@ struct PausedRequest {
   }
 };
 
+// ceil() for chunk counts. Without SSE4.1 (not assumed by a portable wheel) std::ceil compiles
+// to a slow sequence, and it dominated batch re-scoring; truncation through int64 is exact for
+// any value below 2^62, far above any token count.
+inline double ceil_count(double x) {
+  if (!(x < 4.611686018427388e18)) return std::ceil(x);
+  const double truncated = static_cast<double>(static_cast<std::int64_t>(x));
+  return truncated < x ? truncated + 1.0 : truncated;
+}
+
 // Chunked rebuild of `compute_tokens` tokens with the spare per-iteration budget
 // h = max(S - running_tokens, 1): n full chunks, then one last chunk of 1..h tokens.
 struct ChunkPlan {
@@ -63,7 +72,7 @@ class WasteModel {
 
   ChunkPlan chunk_plan(double compute_tokens) const {
     if (compute_tokens <= 0.0) return ChunkPlan{spare_tokens_, 0.0, 0.0};
-    const double full = std::ceil(compute_tokens / spare_tokens_) - 1.0;
+    const double full = ceil_count(compute_tokens / spare_tokens_) - 1.0;
     return ChunkPlan{spare_tokens_, full, compute_tokens - full * spare_tokens_};
   }
 
@@ -72,7 +81,7 @@ class WasteModel {
   // the last one the whole context.
   double rebuild_area(double held_tokens, double compute_tokens) const {
     if (compute_tokens <= 0.0) return 0.0;
-    const double full = std::ceil(compute_tokens / spare_tokens_) - 1.0;
+    const double full = ceil_count(compute_tokens / spare_tokens_) - 1.0;
     const double growing = spare_tokens_ * full * (full + 1.0) / 2.0 + compute_tokens;
     return saturated_iteration_seconds_ * (growing + held_tokens * (full + 1.0));
   }
