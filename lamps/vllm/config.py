@@ -31,7 +31,8 @@ class LampsConfig:
     cost_model: Mapping[str, float] | None = None
     starvation_threshold: int = 100
     ranking: bool = True
-    rescore_interval: int = 4
+    rescore_interval: int = 1
+    rescore_tolerance: float = 0.05
     log_interval_s: float = 10.0
     default_api_seconds: float = 1.0
     default_output_tokens: int = 64
@@ -39,12 +40,15 @@ class LampsConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, str) or not self.profile:
-            raise ValueError(f"lamps config 'profile' must be a non-empty string, got {self.profile!r}")
+            raise ValueError(
+                f"lamps config 'profile' must be a non-empty string, got {self.profile!r}"
+            )
         if self.cost_model is not None:
             object.__setattr__(self, "cost_model", _validate_cost_model(self.cost_model))
         _check_int(self.starvation_threshold, "starvation_threshold", minimum=0)
         _check_bool(self.ranking, "ranking")
         _check_int(self.rescore_interval, "rescore_interval", minimum=1)
+        _check_float(self.rescore_tolerance, "rescore_tolerance")
         _check_float(self.log_interval_s, "log_interval_s")
         _check_float(self.default_api_seconds, "default_api_seconds")
         _check_int(self.default_output_tokens, "default_output_tokens", minimum=1)
@@ -87,7 +91,7 @@ class LampsConfig:
         additional_config: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> LampsConfig:
-        """Merge defaults < LAMPS_CONFIG file < LAMPS_<KEY> env vars < additional_config["lamps"]."""
+        """Merge: defaults < LAMPS_CONFIG file < LAMPS_<KEY> env < additional_config["lamps"]."""
         env = os.environ if environ is None else environ
         merged: dict[str, Any] = {}
         path = env.get(ENV_CONFIG_FILE)
@@ -96,7 +100,9 @@ class LampsConfig:
                 with open(path, encoding="utf-8") as f:
                     from_file = json.load(f)
             except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"{ENV_CONFIG_FILE}={path!r}: cannot read a JSON object: {e}") from e
+                raise ValueError(
+                    f"{ENV_CONFIG_FILE}={path!r}: cannot read a JSON object: {e}"
+                ) from e
             if not isinstance(from_file, dict):
                 raise ValueError(f"{ENV_CONFIG_FILE}={path!r}: expected a JSON object")
             merged.update(from_file)

@@ -53,7 +53,7 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
 def parse_hints(
     extra_args: dict[str, Any] | None, request_id: str, logger: logging.Logger
 ) -> tuple[Hints, int]:
-    """Read the hints; invalid fields are dropped with one warning each. Returns (hints, warnings)."""
+    """Read the hints; drop each invalid field with one warning. Returns (hints, warnings)."""
     if not extra_args or HINTS_KEY not in extra_args:
         return Hints(), 0
     raw = extra_args[HINTS_KEY]

@@ -1,0 +1,23 @@
+"""LAMPS as a vLLM scheduler plug-in: `--scheduler-cls lamps.vllm.LampsScheduler`.
+
+Public surface (stable; see README "Using LAMPS with vLLM"):
+- `LampsScheduler` (AsyncScheduler subclass) and `LampsSyncScheduler` (Scheduler subclass).
+- `LampsConfig`: settings from `additional_config={"lamps": {...}}`, `LAMPS_*` env vars or
+  `LAMPS_CONFIG=file.json`.
+- `LampsStats`: counters, read from `scheduler.lamps_stats`.
+- `Hints` / `HINTS_KEY`: per-request hints in `SamplingParams.extra_args["lamps"]`.
+- `scheduler.set_clock(fn)`: clock for pause durations (the replay harness's virtual clock).
+"""
+
+from lamps.vllm.config import LampsConfig
+from lamps.vllm.hints import HINTS_KEY, Hints
+from lamps.vllm.scheduler import LampsScheduler, LampsStats, LampsSyncScheduler
+
+__all__ = [
+    "HINTS_KEY",
+    "Hints",
+    "LampsConfig",
+    "LampsScheduler",
+    "LampsStats",
+    "LampsSyncScheduler",
+]

@@ -1,0 +1,151 @@
+"""vLLM RequestQueue ordered by the LAMPS score, backed by the C++ RankingQueue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+from vllm.v1.core.sched.request_queue import RequestQueue
+from vllm.v1.request import Request, RequestStatus
+
+from lamps._core import RankingQueue
+from lamps.vllm.state import NOT_QUEUED, RequestState, RequestTable
+
+# The current LAMPS score of a request (also refreshes its score columns).
+Scorer = Callable[[Request, RequestState], float]
+
+
+class RankingRequestQueue(RequestQueue):
+    """Smallest LAMPS score first; starved requests (by scheduler iterations) ahead of all.
+
+    Requests in WAITING_FOR_STREAMING_REQ (a paused API call) are *parked*: counted by len() and
+    listed by iteration, but never returned by peek_request()/pop_request(), since vLLM skips
+    them until the API result arrives; parking spares the scheduler popping and re-prepending
+    every paused session at every step. `unpark()` re-queues one when its call returns.
+    `__bool__` is True when peek_request() has a request to return.
+    """
+
+    def __init__(
+        self, table: RequestTable, scorer: Scorer, queue_id: int, starvation_threshold: int
+    ) -> None:
+        if queue_id == NOT_QUEUED:
+            raise ValueError("queue_id must differ from NOT_QUEUED")
+        self._table = table
+        self._scorer = scorer
+        self.queue_id = queue_id
+        self._q = RankingQueue(starvation_threshold or None)
+        self._by_handle: dict[int, Request] = {}
+        self._parked: dict[str, Request] = {}
+
+    @property
+    def iteration(self) -> int:
+        """Scheduler iterations seen by this queue."""
+        return self._q.iteration
+
+    def tick(self) -> int:
+        """Advance one scheduler iteration; returns how many requests got promoted."""
+        return self._q.tick()
+
+    def _push(self, request: Request) -> None:
+        if request.status == RequestStatus.WAITING_FOR_STREAMING_REQ:
+            self._parked[request.request_id] = request
+            return
+        state = self._state(request)
+        score = self._scorer(request, state)
+        it = self._q.iteration
+        # Popped and pushed back in the same iteration = skipped by this step's scan: the wait
+        # (and its starvation count) goes on. Otherwise a new wait starts now.
+        if state.waiting_since is None or state.popped_at != it:
+            state.waiting_since = it
+        self._q.push(state.slot, score, request.arrival_time, state.waiting_since, state.promoted)
+        self._by_handle[state.slot] = request
+        self._table.where[state.slot] = self.queue_id
+
+    def _state(self, request: Request) -> RequestState:
+        state = self._table.get(request.request_id)
+        if state is None:
+            raise KeyError(f"request {request.request_id!r} is not registered with LAMPS")
+        return state
+
+    def _take(self, handle: int) -> Request:
+        request = self._by_handle.pop(handle)
+        self._table.where[handle] = NOT_QUEUED
+        return request
+
+    def add_request(self, request: Request) -> None:
+        """Queue a request at its score."""
+        self._push(request)
+
+    def pop_request(self) -> Request:
+        """Remove and return the first request (IndexError when none can be scheduled)."""
+        handle = self._q.peek()
+        promoted = self._q.is_promoted(handle)
+        self._q.pop()
+        request = self._take(handle)
+        state = self._state(request)
+        state.popped_at = self._q.iteration
+        state.promoted = state.promoted or promoted
+        return request
+
+    def peek_request(self) -> Request:
+        """The first request, without removing it (IndexError when none can be scheduled)."""
+        return self._by_handle[self._q.peek()]
+
+    def prepend_request(self, request: Request) -> None:
+        """Re-queue a preempted or skipped request at its score (a ranked queue has no front)."""
+        self._push(request)
+
+    def prepend_requests(self, requests: Iterable[Request]) -> None:
+        """Re-queue several requests at their scores."""
+        for request in requests:
+            self._push(request)
+
+    def remove_request(self, request: Request) -> None:
+        """Remove a specific request (ValueError when absent, as deque.remove)."""
+        if self._parked.pop(request.request_id, None) is not None:
+            return
+        state = self._state(request)
+        if self._by_handle.get(state.slot) is not request:
+            raise ValueError(f"request {request.request_id!r} is not in this queue")
+        self._q.erase(state.slot)
+        self._take(state.slot)
+
+    def remove_requests(self, requests: Iterable[Request]) -> None:
+        """Remove the given requests that are in this queue."""
+        for request in requests:
+            if self._parked.pop(request.request_id, None) is not None:
+                continue
+            state = self._table.get(request.request_id)
+            if state is not None and self._by_handle.get(state.slot) is request:
+                self._q.erase(state.slot)
+                self._take(state.slot)
+
+    def unpark(self, request: Request) -> bool:
+        """Queue a parked request whose API call returned; False if it was not parked here."""
+        if self._parked.pop(request.request_id, None) is None:
+            return False
+        self._push(request)
+        return True
+
+    def is_parked(self, request: Request) -> bool:
+        """Whether the request is parked (paused API call) in this queue."""
+        return request.request_id in self._parked
+
+    def rescore(self, scores: np.ndarray) -> None:
+        """Re-key every queued request from `scores` (indexed by slot)."""
+        if not self._by_handle:
+            return
+        handles = np.flatnonzero(self._table.where[: self._table.num_slots()] == self.queue_id)
+        self._q.update_many(handles.astype(np.int64, copy=False), scores[handles])
+
+    def __bool__(self) -> bool:
+        return bool(self._by_handle)
+
+    def __len__(self) -> int:
+        return len(self._by_handle) + len(self._parked)
+
+    def __iter__(self) -> Iterator[Request]:
+        """Schedulable requests in pop order, then the parked ones."""
+        for handle in self._q.ranked():
+            yield self._by_handle[handle]
+        yield from list(self._parked.values())

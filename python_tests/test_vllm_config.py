@@ -1,0 +1,96 @@
+"""LampsConfig: sources, precedence and validation; hints and predictors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from lamps.vllm import LampsConfig
+from lamps.vllm.hints import Hints, parse_hints
+from lamps.vllm.predictors import ApiDurationPredictor
+
+
+def test_defaults_work_untouched() -> None:
+    cfg = LampsConfig.load({}, environ={})
+    assert cfg == LampsConfig()
+    assert cfg.make_cost_model().name == "gptj-6b-a100"
+
+
+def test_precedence_additional_config_over_env_over_file(tmp_path: Path) -> None:
+    path = tmp_path / "lamps.json"
+    path.write_text(json.dumps({"starvation_threshold": 7, "ranking": False, "log_interval_s": 3}))
+    env = {"LAMPS_CONFIG": str(path), "LAMPS_STARVATION_THRESHOLD": "9", "LAMPS_ALLOW_SWAP": "no"}
+    cfg = LampsConfig.load({"lamps": {"starvation_threshold": 11}}, environ=env)
+    assert cfg.starvation_threshold == 11  # additional_config wins
+    assert cfg.allow_swap is False  # env
+    assert cfg.ranking is False and cfg.log_interval_s == 3  # file
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"starvation_threshold": -1}, "starvation_threshold"),
+        ({"ranking": "yes"}, "ranking"),
+        ({"rescore_interval": 0}, "rescore_interval"),
+        ({"log_interval_s": float("nan")}, "log_interval_s"),
+        ({"default_api_seconds": -2.0}, "default_api_seconds"),
+        ({"profile": ""}, "profile"),
+        ({"cost_model": {"a_ms_per_token": 0.04}}, "cost_model"),
+        ({"cost_model": {"a_ms_per_token": 0.04, "c_ms": 1, "kv_bytes_per_token": -1,
+                         "link_bytes_per_second": 1e9}}, "kv_bytes_per_token"),
+        ({"no_such_key": 1}, "no_such_key"),
+    ],
+)
+def test_bad_values_name_the_key(values: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        LampsConfig.load({"lamps": values}, environ={})
+
+
+def test_bad_env_and_file_name_the_source(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="LAMPS_RANKING"):
+        LampsConfig.load({}, environ={"LAMPS_RANKING": "maybe"})
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="LAMPS_CONFIG"):
+        LampsConfig.load({}, environ={"LAMPS_CONFIG": str(bad)})
+    with pytest.raises(ValueError, match="unknown cost-model profile"):
+        LampsConfig(profile="no-such").make_cost_model()
+
+
+def test_explicit_cost_model() -> None:
+    cm = LampsConfig(cost_model={"a_ms_per_token": 0.05, "c_ms": 10.0,
+                                 "kv_bytes_per_token": 1e5, "link_bytes_per_second": 1e10}
+                     ).make_cost_model()
+    assert cm.a_ms_per_token == pytest.approx(0.05)
+    assert cm.iteration_seconds(100) == pytest.approx((0.05 * 100 + 10) / 1000)
+
+
+def test_hints_parse_valid_and_drop_invalid(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.hints")
+    hints, warnings = parse_hints(
+        {"lamps": {"tool": "search", "predicted_output_tokens": 12.0,
+                   "predicted_api_seconds": 0.5, "api_return_tokens": True}}, "r1", log)
+    assert hints == Hints("search", 12, 0.5, None)
+    assert warnings == 1
+    assert "r1" in caplog.text and "api_return_tokens" in caplog.text
+    assert parse_hints(None, "r2", log) == (Hints(), 0)
+    assert parse_hints({"other": 1}, "r3", log) == (Hints(), 0)
+
+
+def test_api_predictor_learns_per_tool_with_prior() -> None:
+    p = ApiDurationPredictor(prior=2.0, window=4)
+    assert p.predict("calc") == 2.0
+    for v in (1.0, 3.0):
+        p.observe("calc", v)
+    assert p.predict("calc") == pytest.approx(2.0)
+    p.observe("search", 10.0)
+    assert p.predict("search") == pytest.approx(10.0)
+    assert p.predict(None) == pytest.approx(14.0 / 3)  # pooled
+    for _ in range(50):
+        p.observe("calc", 5.0)
+    assert p.predict("calc") == pytest.approx(5.0, rel=1e-3)  # follows drift
+    p.observe("calc", float("inf"))
+    assert p.observations("calc") == 52

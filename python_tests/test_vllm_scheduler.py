@@ -1,0 +1,345 @@
+"""LampsScheduler driven in-process through vLLM's real Scheduler classes on CPU."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from conftest import make_request, run_step
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import RequestStatus
+
+from lamps._core import Strategy
+from lamps.vllm import LampsScheduler, LampsSyncScheduler
+
+LAMPS_CLASSES = [LampsSyncScheduler, LampsScheduler]
+QUIET = {"log_interval_s": 0.0}
+
+
+class FakeClock:
+    """A settable clock for pause durations."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def lamps(make: Any, cls: type = LampsSyncScheduler, **lamps_cfg: Any) -> Any:
+    kwargs = {k: lamps_cfg.pop(k) for k in list(lamps_cfg) if k in _BUILD_KEYS}
+    return make(cls, additional_config={"lamps": {**QUIET, **lamps_cfg}}, **kwargs)
+
+
+_BUILD_KEYS = {"max_num_seqs", "num_blocks", "enable_prefix_caching", "max_num_batched_tokens"}
+
+
+def admitted_order(sched: Any, steps: int = 100) -> list[str]:
+    order: list[str] = []
+    for _ in range(steps):
+        out, _ = run_step(sched)
+        order += [r.req_id for r in out.scheduled_new_reqs if r.req_id not in order]
+    return order
+
+
+def add_three(sched: Any) -> None:
+    # Arrival order is the reverse of size order: FCFS and LAMPS must disagree.
+    sched.add_request(make_request("big", list(range(300)), max_tokens=40))
+    sched.add_request(make_request("mid", list(range(1000, 1100)), max_tokens=20))
+    sched.add_request(make_request("small", list(range(2000, 2010)), max_tokens=4))
+
+
+@pytest.mark.parametrize("cls", LAMPS_CLASSES)
+def test_waiting_queue_runs_smallest_score_first(make_vllm_scheduler: Any, cls: type) -> None:
+    sched = lamps(make_vllm_scheduler, cls, max_num_seqs=1)
+    add_three(sched)
+    assert admitted_order(sched) == ["small", "mid", "big"]
+
+
+def test_vllm_fcfs_baseline_disagrees(make_vllm_scheduler: Any) -> None:
+    sched = make_vllm_scheduler(Scheduler, max_num_seqs=1)
+    add_three(sched)
+    assert admitted_order(sched) == ["big", "mid", "small"]
+
+
+def test_ranking_off_is_fcfs(make_vllm_scheduler: Any) -> None:
+    sched = lamps(make_vllm_scheduler, max_num_seqs=1, ranking=False)
+    add_three(sched)
+    assert admitted_order(sched) == ["big", "mid", "small"]
+
+
+@pytest.mark.parametrize("cls", [LampsSyncScheduler, Scheduler])
+def test_preemption_victim_is_largest_score(make_vllm_scheduler: Any, cls: type) -> None:
+    # 12 usable blocks of 16 tokens: three growing requests run out and one is preempted.
+    kw: dict[str, Any] = {"num_blocks": 13, "max_num_seqs": 8}
+    if cls is LampsSyncScheduler:
+        kw["additional_config"] = {"lamps": QUIET}
+    sched = make_vllm_scheduler(cls, **kw)
+    sched.add_request(make_request("long", list(range(90)), max_tokens=200))
+    run_step(sched)  # admitted first, so it is running[0] for vLLM's FCFS
+    sched.add_request(make_request("a", list(range(500, 530)), max_tokens=200))
+    sched.add_request(make_request("b", list(range(700, 740)), max_tokens=200))
+    victims: list[str] = []
+    for _ in range(60):
+        out, _ = run_step(sched)
+        victims += sorted(out.preempted_req_ids or ())
+        if victims:
+            break
+    assert victims, "the cache never filled up"
+    expected = "long" if cls is LampsSyncScheduler else "b"
+    assert victims[0] == expected
+    assert sched.requests[expected].status == RequestStatus.PREEMPTED
+
+
+def test_starved_request_is_promoted(make_vllm_scheduler: Any) -> None:
+    sched = lamps(make_vllm_scheduler, max_num_seqs=1, starvation_threshold=5)
+    sched.add_request(make_request("big", list(range(400)), max_tokens=4))
+    order: list[str] = []
+    for i in range(30):
+        # A stream of small requests would outrank "big" forever without promotion.
+        sched.add_request(make_request(f"s{i}", list(range(3000 + 20 * i, 3010 + 20 * i)),
+                                       max_tokens=1))
+        out, _ = run_step(sched)
+        order += [r.req_id for r in out.scheduled_new_reqs]
+    assert "big" in order
+    assert 1 <= order.index("big") <= 7
+    assert sched.lamps_stats.promotions >= 1
+
+
+def test_no_promotion_when_starvation_off(make_vllm_scheduler: Any) -> None:
+    sched = lamps(make_vllm_scheduler, max_num_seqs=1, starvation_threshold=0)
+    sched.add_request(make_request("big", list(range(400)), max_tokens=4))
+    order: list[str] = []
+    for i in range(20):
+        sched.add_request(make_request(f"s{i}", list(range(3000 + 20 * i, 3010 + 20 * i)),
+                                       max_tokens=1))
+        out, _ = run_step(sched)
+        order += [r.req_id for r in out.scheduled_new_reqs]
+    assert "big" not in order
+    assert sched.lamps_stats.promotions == 0
+
+
+# ----- API pauses ------------------------------------------------------------------------------
+
+def start_session(sched: Any, api_seconds: float | None, prompt_len: int = 100,
+                  max_tokens: int = 4, rid: str = "s") -> Any:
+    hints = {"tool": "calc"}
+    if api_seconds is not None:
+        hints["predicted_api_seconds"] = api_seconds
+    sched.add_request(make_request(rid, list(range(prompt_len)), max_tokens=max_tokens,
+                                   resumable=True, extra_args={"lamps": hints}))
+    for _ in range(max_tokens + 2):
+        run_step(sched)
+    req = sched.requests[rid]
+    assert req.status == RequestStatus.WAITING_FOR_STREAMING_REQ
+    return req
+
+
+def resume(sched: Any, rid: str = "s", chunk: tuple[int, ...] = (5, 6, 7),
+           max_tokens: int = 2) -> None:
+    sched.add_request(make_request(rid, list(chunk), max_tokens=max_tokens, resumable=True))
+
+
+def free_blocks(sched: Any) -> int:
+    return sched.kv_cache_manager.block_pool.get_num_free_blocks()
+
+
+@pytest.mark.parametrize("cls", LAMPS_CLASSES)
+def test_preserve_holds_blocks_and_resumes_without_recompute(make_vllm_scheduler: Any,
+                                                             cls: type) -> None:
+    sched = lamps(make_vllm_scheduler, cls)
+    total = free_blocks(sched)
+    req = start_session(sched, api_seconds=0.0)
+    frontier = req.num_computed_tokens
+    assert sched.lamps_state("s").strategy == Strategy.PRESERVE
+    assert free_blocks(sched) == total - (frontier + 15) // 16
+    resume(sched)
+    out, _ = run_step(sched)
+    # Only the API's three tokens are prefilled: the context was kept.
+    assert out.num_scheduled_tokens == {"s": 3}
+    assert sched.lamps_stats.preserved == 1
+    assert sched.lamps_stats.recomputed_tokens == 0
+
+
+@pytest.mark.parametrize("cls", LAMPS_CLASSES)
+def test_discard_frees_blocks_and_prefix_cache_limits_recompute(make_vllm_scheduler: Any,
+                                                                cls: type) -> None:
+    sched = lamps(make_vllm_scheduler, cls, allow_swap=False)
+    total = free_blocks(sched)
+    req = start_session(sched, api_seconds=1e5)
+    frontier = sched.lamps_state("s").frontier
+    assert frontier == 100 + 4 - 1  # the last sampled token was never computed
+    assert sched.lamps_state("s").strategy == Strategy.DISCARD
+    assert free_blocks(sched) == total
+    assert req.num_computed_tokens == 0
+    resume(sched)
+    out, _ = run_step(sched)
+    cached = frontier // 16 * 16
+    assert out.num_scheduled_tokens == {"s": frontier - cached + 3}
+    assert sched.lamps_stats.discarded == 1
+    assert sched.lamps_stats.prefix_hit_tokens == cached
+    assert sched.lamps_stats.recomputed_tokens == frontier - cached
+    for _ in range(4):
+        run_step(sched)
+    assert req.num_output_tokens == 2  # the resumed turn produced all its tokens
+
+
+def test_discard_after_eviction_recomputes_everything(make_vllm_scheduler: Any) -> None:
+    sched = lamps(make_vllm_scheduler, allow_swap=False, num_blocks=20)
+    start_session(sched, api_seconds=1e5, prompt_len=64)
+    frontier = sched.lamps_state("s").frontier
+    # Another request takes the whole cache while the call runs: the freed blocks get evicted.
+    sched.add_request(make_request("hog", list(range(5000, 5000 + 19 * 16 - 2)), max_tokens=1))
+    for _ in range(3):
+        run_step(sched)
+    resume(sched)
+    out, _ = run_step(sched)
+    assert out.num_scheduled_tokens["s"] == frontier + 3
+    assert sched.lamps_stats.recomputed_tokens == frontier
+
+
+def test_swap_without_offloading_falls_back_to_discard_once(make_vllm_scheduler: Any,
+                                                            caplog: Any) -> None:
+    sched = lamps(make_vllm_scheduler, allow_swap=True)
+    start_session(sched, api_seconds=1e6, rid="s1")
+    start_session(sched, api_seconds=1e6, rid="s2")
+    assert sched.lamps_stats.swap_fallbacks == 2
+    assert sched.lamps_stats.discarded == 2
+    assert sched.lamps_state("s1").strategy == Strategy.DISCARD
+    warnings = [r for r in caplog.records if "Swap" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "s1" in warnings[0].getMessage()
+
+
+def test_preserved_pause_outlasting_prediction_is_redecided(make_vllm_scheduler: Any) -> None:
+    sched = lamps(make_vllm_scheduler, allow_swap=False)
+    clock = FakeClock()
+    sched.set_clock(clock)
+    total = free_blocks(sched)
+    start_session(sched, api_seconds=0.0)
+    assert sched.lamps_state("s").strategy == Strategy.PRESERVE
+    clock.now += 10.0
+    run_step(sched)  # still short: waiting 10 s more costs less than recomputing
+    clock.now += 1e6
+    run_step(sched)
+    assert sched.lamps_stats.redecided == 1
+    assert sched.lamps_state("s").strategy == Strategy.DISCARD
+    assert free_blocks(sched) == total
+    clock.now += 1.0
+    resume(sched)
+    for _ in range(4):
+        run_step(sched)
+    assert sched.requests["s"].num_output_tokens == 2
+
+
+def test_observed_pauses_train_the_api_predictor(make_vllm_scheduler: Any) -> None:
+    sched = lamps(make_vllm_scheduler, default_api_seconds=1.0)
+    clock = FakeClock()
+    sched.set_clock(clock)
+    start_session(sched, api_seconds=None)
+    clock.now += 7.0
+    resume(sched)
+    assert sched._api_pred.predict("calc") == pytest.approx(7.0)
+    assert sched._api_pred.predict("other") == pytest.approx(7.0)  # pooled
+    assert sched.lamps_stats.resumed == 1
+
+
+@pytest.mark.parametrize("api_seconds", [0.0, 1e5])
+def test_abort_while_paused_frees_everything(make_vllm_scheduler: Any,
+                                             api_seconds: float) -> None:
+    sched = lamps(make_vllm_scheduler, allow_swap=False)
+    total = free_blocks(sched)
+    start_session(sched, api_seconds=api_seconds)
+    sched.finish_requests("s", RequestStatus.FINISHED_ABORTED)
+    assert free_blocks(sched) == total
+    assert "s" not in sched.requests
+    assert sched.lamps_num_tracked == 0
+    assert len(sched.waiting) == len(sched.kv_holding_waiting) == 0
+    assert sched.num_waiting_for_streaming_input == 0
+    assert not sched.has_unfinished_requests()
+
+
+def test_closing_the_input_stream_finishes_the_session(make_vllm_scheduler: Any) -> None:
+    sched = lamps(make_vllm_scheduler)
+    start_session(sched, api_seconds=0.0)
+    # AsyncLLM sends a non-resumable request with the same id when the input stream ends.
+    sched.add_request(make_request("s", [0], max_tokens=1, resumable=False))
+    assert sched.lamps_num_tracked == 0
+    assert not sched.has_unfinished_requests()
+
+
+def test_bad_hints_warn_and_the_request_still_finishes(make_vllm_scheduler: Any,
+                                                       caplog: Any) -> None:
+    sched = lamps(make_vllm_scheduler)
+    bad = {"predicted_output_tokens": -3, "predicted_api_seconds": "soon", "tool": 5,
+           "api_return_tokens": float("nan"), "colour": "red"}
+    sched.add_request(make_request("bad", list(range(30)), max_tokens=5,
+                                   extra_args={"lamps": bad}))
+    sched.add_request(make_request("worse", list(range(30)), max_tokens=5,
+                                   extra_args={"lamps": [1, 2]}))
+    finished = []
+    for _ in range(10):
+        _, outs = run_step(sched)
+        finished += [o.request_id for v in outs.values() for o in v.outputs
+                     if o.finish_reason is not None]
+    assert sorted(finished) == ["bad", "worse"]
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for field in bad:
+        assert any("bad" in m and f"'{field}'" in m for m in messages), field
+    assert any("worse" in m for m in messages)
+    assert sched.lamps_stats.hint_warnings == len(bad) + 1
+
+
+@pytest.mark.parametrize("cls", LAMPS_CLASSES)
+def test_side_table_does_not_leak(make_vllm_scheduler: Any, cls: type) -> None:
+    sched = lamps(make_vllm_scheduler, cls, max_num_seqs=4)
+    start_session(sched, api_seconds=1e5, rid="sess")
+    for i in range(20):
+        sched.add_request(make_request(f"r{i}", list(range(i, i + 20)), max_tokens=3))
+    sched.finish_requests(["r0", "r1"], RequestStatus.FINISHED_ABORTED)
+    for _ in range(40):
+        run_step(sched)
+    sched.finish_requests("sess", RequestStatus.FINISHED_ABORTED)
+    assert not sched.requests
+    assert sched.lamps_num_tracked == 0
+    slots = sched._table.num_slots()
+    for i in range(20):
+        sched.add_request(make_request(f"again{i}", list(range(i, i + 20)), max_tokens=1))
+    for _ in range(20):
+        run_step(sched)
+    assert sched.lamps_num_tracked == 0
+    assert sched._table.num_slots() == slots  # freed slots were reused
+
+
+def test_lamps_classes_subclass_vllm_schedulers() -> None:
+    assert issubclass(LampsScheduler, AsyncScheduler)
+    assert issubclass(LampsSyncScheduler, Scheduler)
+    assert not issubclass(LampsSyncScheduler, AsyncScheduler)
+
+
+def test_bad_config_raises_naming_the_key(make_vllm_scheduler: Any) -> None:
+    with pytest.raises(ValueError, match="starvation_threshold"):
+        lamps(make_vllm_scheduler, starvation_threshold=-1)
+    with pytest.raises(ValueError, match="profile"):
+        lamps(make_vllm_scheduler, profile="no-such-gpu")
+
+
+def test_log_line_reports_the_interval(make_vllm_scheduler: Any, caplog: Any) -> None:
+    sched = make_vllm_scheduler(
+        LampsSyncScheduler, additional_config={"lamps": {"log_interval_s": 5.0,
+                                                         "allow_swap": False}}
+    )
+    clock = FakeClock()
+    sched.set_clock(clock)
+    caplog.set_level(logging.INFO, logger="vllm.lamps")
+    start_session(sched, api_seconds=1e5, rid="d")
+    start_session(sched, api_seconds=0.0, rid="p")
+    clock.now += 6.0
+    run_step(sched)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LAMPS: ")]
+    assert len(lines) == 1
+    # "p" was predicted to return at once, so 6 s later it is re-decided and discarded too.
+    assert "pauses=2 preserve=1 discard=2 " in lines[0] and "redecided=1 " in lines[0]
+    assert "ranking_ms=" in lines[0] and "promotions=0" in lines[0]
