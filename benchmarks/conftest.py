@@ -17,13 +17,13 @@ def pytest_terminal_summary(
     groups: dict[str, dict[str, float]] = defaultdict(dict)
     for bench in session.benchmarks:
         if not bench.has_error and bench.stats is not None:
-            impl = bench.name.split("[")[-1].split("-")[0].rstrip("]")
+            impl = str((bench.params or {}).get("impl", bench.name))
             groups[bench.group or bench.name][impl] = bench.stats.median
     terminalreporter.section("median time, and ratio to lamps (>1: lamps is faster)")
     for group, medians in sorted(groups.items()):
-        base = medians.get("lamps")
+        base = next((m for impl, m in medians.items() if impl.startswith("lamps")), None)
         cells = []
         for impl, median in sorted(medians.items(), key=lambda kv: kv[1]):
-            ratio = f" ({median / base:.1f}x)" if base and impl != "lamps" else ""
+            ratio = "" if impl.startswith("lamps") or not base else f" ({median / base:.2f}x)"
             cells.append(f"{impl} {median * 1e3:.4f} ms{ratio}")
         terminalreporter.write_line(f"{group}: " + ", ".join(cells))
