@@ -305,6 +305,27 @@ def test_swap_out_at_pause_and_load_at_resume_keep_the_kv(harness: Any) -> None:
     h.step_until(h.host_pool_drained)
 
 
+def test_once_preempted_session_admitted_as_resumed_after_swap_in_forgets_its_frontier(
+    harness: Any,
+) -> None:
+    """Regression: vLLM admits a once-preempted request as *resumed* after its swap-in.
+
+    Its discard/swap frontier must still be cleared at that admission; a stale one made the
+    next resume of a preserved pause rewind a live request (a vLLM assertion in the replay).
+    """
+    h = harness()
+    start_session(h, "s", prompt_len=70)
+    h.step_until(lambda: paused(h, "s"))
+    h.step_until(lambda: h.connector.swap_state("s") == "saved")
+    h.scheduler.requests["s"].num_preemptions = 1  # it was preempted earlier in its life
+    h.resume("s", [11, 12, 13])
+    h.step_until(lambda: h.status("s") == RequestStatus.RUNNING)
+    state = h.scheduler.lamps_state("s")
+    assert state is not None and state.frontier is None
+    assert h.scheduler.lamps_stats.prefix_hit_tokens == 70 + 4 - 1
+    assert h.scheduler.lamps_stats.recomputed_tokens == 0
+
+
 def test_prefix_cache_hit_loads_only_the_tail(harness: Any) -> None:
     h = harness(prefix_caching=True)
     start_session(h, "s", prompt_len=70)

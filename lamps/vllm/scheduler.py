@@ -113,6 +113,8 @@ class _LampsMixin:
             and type(self.connector).__name__ in _OFFLOADING_CONNECTORS
         )
         self._swap_warned = False
+        # Sessions whose blocks a discard/swap freed, until their first admission afterwards.
+        self._released: set[str] = set()
         self._batch = BatchState()
         self._batch_key_at_rescore: tuple[float, float, float] | None = None
         self._last_rescore_iteration = -(1 << 62)
@@ -297,16 +299,23 @@ class _LampsMixin:
     def _free_request(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         result = super()._free_request(request, *args, **kwargs)
         self._table.release(request.request_id)
+        self._released.discard(request.request_id)
         return result
 
     def _update_after_schedule(self, scheduler_output: SchedulerOutput) -> None:
-        stats = self.lamps_stats
-        for new in scheduler_output.scheduled_new_reqs:
-            st = self._table.get(new.req_id)
-            if st is not None and st.frontier is not None:
-                # First admission after a discard/swap: what the cache (or the CPU copy) gave
-                # back, and what has to be recomputed.
-                hit = min(new.num_computed_tokens, st.frontier)
+        # First admission after a discard/swap: count what the cache (or the host copy) gave
+        # back and what has to be recomputed, and forget the frontier. Not only new requests:
+        # vLLM admits a once-preempted request whose swap-in finished as a *resumed* one, and
+        # a frontier left behind would rewind a live request at its next resume.
+        if self._released:
+            stats = self.lamps_stats
+            scheduled = scheduler_output.num_scheduled_tokens
+            for request_id in [r for r in self._released if r in scheduled]:
+                self._released.discard(request_id)
+                st = self._table.get(request_id)
+                if st is None or st.frontier is None:
+                    continue
+                hit = min(self.requests[request_id].num_computed_tokens, st.frontier)
                 stats.prefix_hit_tokens += hit
                 stats.recomputed_tokens += st.frontier - hit
                 st.frontier = None
@@ -430,6 +439,7 @@ class _LampsMixin:
     def _release_blocks(self, request: Request, state: RequestState) -> None:
         """Free a paused session's GPU blocks; it resumes via a prefix lookup, like a preemption."""
         state.frontier = request.num_computed_tokens
+        self._released.add(request.request_id)
         self.kv_holding_waiting.remove_request(request)
         self._free_request_blocks(request)
         self.encoder_cache_manager.free(request)
