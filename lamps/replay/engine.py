@@ -1,0 +1,397 @@
+"""Replays arrivals through a real vLLM scheduler on a virtual clock (no GPU, no weights).
+
+Each iteration calls ``schedule()``, advances virtual time by the cost model's iteration time
+for the scheduled tokens, and feeds ``update_from_output()`` a generated ``ModelRunnerOutput``
+(one deterministic token per request whose prefill is complete). API calls are streaming-input
+sessions: a turn ends at its ``max_tokens``, vLLM parks the session in
+``WAITING_FOR_STREAMING_REQ``, and after the call's duration the next input chunk (the
+returned tokens) is added with ``Scheduler.add_request`` under the same request id, which is
+how ``EngineCore`` resumes a session.
+
+Policies that swap run with the LAMPS swap connector (``lamps.vllm.swap``); its scheduler side
+is real, its worker side is simulated: each copy the connector sends completes after the
+profile's link time (``CostModel.swap_seconds``), one copy at a time per direction, overlapped
+with compute, and its completion reaches the scheduler in the next step's
+``KVConnectorOutput`` exactly as a worker would report it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vllm.sampling_params import SamplingParams
+from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, KVConnectorOutput, ModelRunnerOutput
+from vllm.v1.request import Request
+
+from lamps.replay.policies import ReplayPolicy
+from lamps.replay.profiles import GpuProfile
+from lamps.replay.vllm_env import (
+    VOCAB_SIZE,
+    build_scheduler,
+    build_vllm_config,
+    model_len_for,
+    request_block_hasher,
+)
+from lamps.vllm.swap import LampsSwapMetadata, LampsSwapWorkerMetadata
+from lamps.workloads import Arrival
+
+_ARRIVE, _RESUME, _SWAPPED_OUT, _SWAPPED_IN = 0, 1, 2, 3
+
+
+def token_at(index: int, position: int) -> int:
+    """Token id at ``position`` of arrival ``index``'s context (unique first block per arrival)."""
+    if position == 0:
+        return index % VOCAB_SIZE
+    if position == 1:
+        return (index // VOCAB_SIZE) % VOCAB_SIZE
+    return (position * 7919 + index * 104729) % VOCAB_SIZE
+
+
+@dataclass
+class RequestRecord:
+    """What happened to one arrival during a replay."""
+
+    arrival: Arrival
+    segment: int = 0
+    segment_tokens: int = 0
+    output_tokens: int = 0
+    first_token_time: float | None = None
+    finish_time: float | None = None
+    api_seconds: float = 0.0
+    service_seconds: float = 0.0
+    scheduled_tokens: int = 0
+    preemptions: int = 0
+    vllm_request: Request | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the last segment has produced its last token."""
+        return self.finish_time is not None
+
+
+@dataclass
+class RunResult:
+    """Records and time series of one (policy, arrivals) replay."""
+
+    policy: str
+    records: list[RequestRecord]
+    kv_usage: list[tuple[float, float]]
+    iterations: int
+    virtual_seconds: float
+    wall_seconds: float
+    policy_stats: dict[str, Any] = field(default_factory=dict)
+
+
+class KvUsageSeries:
+    """KV-cache usage averaged over fixed virtual-time bins."""
+
+    def __init__(self, bin_seconds: float) -> None:
+        self.bin_seconds = bin_seconds
+        self.points: list[tuple[float, float]] = []
+        self._bin = 0
+        self._sum = 0.0
+        self._n = 0
+
+    def add(self, t: float, usage: float) -> None:
+        """Records the usage observed at virtual time ``t``."""
+        b = int(t // self.bin_seconds)
+        if b != self._bin and self._n:
+            self.points.append(((self._bin + 0.5) * self.bin_seconds, self._sum / self._n))
+            self._sum, self._n = 0.0, 0
+        self._bin = b
+        self._sum += usage
+        self._n += 1
+
+    def close(self) -> list[tuple[float, float]]:
+        """Flushes the last bin and returns the series."""
+        if self._n:
+            self.points.append(((self._bin + 0.5) * self.bin_seconds, self._sum / self._n))
+            self._n = 0
+        return self.points
+
+
+class SimEngine:
+    """Drives one policy's scheduler over a list of arrivals on a virtual clock."""
+
+    def __init__(
+        self,
+        profile: GpuProfile,
+        policy: ReplayPolicy,
+        arrivals: list[Arrival],
+        *,
+        kv_bin_seconds: float = 5.0,
+        on_finish: Callable[[RequestRecord], None] | None = None,
+    ) -> None:
+        if not arrivals:
+            raise ValueError("arrivals: nothing to replay")
+        self.profile = profile
+        self.policy = policy
+        self.cost = profile.cost()
+        self.arrivals = arrivals
+        self.now = 0.0
+        self.on_finish = on_finish
+        max_ctx = max(a.request.final_context_tokens for a in arrivals)
+        self.vllm_config = build_vllm_config(
+            profile,
+            model_len_for(max_ctx, profile.block_size),
+            policy=policy.queue_policy,
+            scheduler_cls=policy.scheduler_cls,
+            additional_config=policy.additional_config(),
+            swap=policy.swap,
+        )
+        self.scheduler: Scheduler = build_scheduler(policy.scheduler_cls, self.vllm_config, profile)
+        policy.attach(self.scheduler, self.clock)
+        self._hasher = request_block_hasher(self.vllm_config)
+        self._events: list[tuple[float, int, int, Any]] = []
+        self._seq = itertools.count()
+        self._by_id: dict[str, RequestRecord] = {}
+        self._kv = KvUsageSeries(kv_bin_seconds)
+        self._link_free = [0.0, 0.0]  # per direction (out, in): when the link is next idle
+        self._done_out: dict[str, tuple[int, int]] = {}
+        self._done_in: set[str] = set()
+        self.swapped_bytes = 0.0
+        self.records = [RequestRecord(a) for a in arrivals]
+        for rec in self.records:
+            self._push(rec.arrival.time, _ARRIVE, rec)
+
+    def clock(self) -> float:
+        """Virtual time in seconds."""
+        return self.now
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _push(self, t: float, kind: int, payload: Any) -> None:
+        heapq.heappush(self._events, (t, next(self._seq), kind, payload))
+
+    def _sampling_params(self, rec: RequestRecord, max_tokens: int) -> SamplingParams:
+        hints = self.policy.hints(rec.arrival, rec.segment)
+        return SamplingParams(
+            max_tokens=max_tokens,
+            ignore_eos=True,
+            extra_args={"lamps": hints} if hints is not None else None,
+        )
+
+    def _make_request(
+        self,
+        rec: RequestRecord,
+        request_id: str,
+        start: int,
+        stop: int,
+        *,
+        resumable: bool,
+        arrival_time: float,
+    ) -> Request:
+        index = rec.arrival.index
+        seg = rec.arrival.request.segments[rec.segment]
+        return Request(
+            request_id=request_id,
+            prompt_token_ids=[token_at(index, p) for p in range(start, stop)],
+            sampling_params=self._sampling_params(rec, seg.output_tokens),
+            pooling_params=None,
+            arrival_time=arrival_time,
+            block_hasher=self._hasher,
+            resumable=resumable,
+        )
+
+    def _start_segment(self, rec: RequestRecord) -> None:
+        tmpl = rec.arrival.request
+        k = rec.segment
+        ctx = tmpl.context_before(k)
+        last = k == len(tmpl.segments) - 1
+        rec.segment_tokens = 0
+        if not self.policy.sessions:
+            # vLLM without sessions: each segment is a new request carrying the whole context.
+            req_id = f"{rec.arrival.request_id}.{k}"
+            arrival_time = rec.arrival.time if k == 0 else self.now
+            req = self._make_request(
+                rec, req_id, 0, ctx, resumable=False, arrival_time=arrival_time
+            )
+            rec.vllm_request = req
+            self._by_id[req_id] = rec
+            self.scheduler.add_request(req)
+            return
+        req_id = rec.arrival.request_id
+        if k == 0:
+            req = self._make_request(
+                rec, req_id, 0, ctx, resumable=not last, arrival_time=rec.arrival.time
+            )
+            rec.vllm_request = req
+            self._by_id[req_id] = rec
+            self.scheduler.add_request(req)
+            return
+        # The session kept its context minus the last sampled token (never computed); the next
+        # chunk carries that token plus the API's returned tokens.
+        returned = tmpl.segments[k - 1].return_tokens
+        update = self._make_request(
+            rec,
+            req_id,
+            ctx - returned - 1,
+            ctx,
+            resumable=True,
+            arrival_time=self.policy.resume_arrival_time(rec.arrival, self.now),
+        )
+        self.scheduler.add_request(update)
+        if last:
+            # EngineCore closes a session with a non-resumable request under the same id.
+            closing = Request(
+                request_id=req_id,
+                prompt_token_ids=[0],
+                sampling_params=SamplingParams(max_tokens=1),
+                pooling_params=None,
+                arrival_time=self.now,
+                resumable=False,
+            )
+            self.scheduler.add_request(closing)
+
+    def _deliver_events(self) -> None:
+        while self._events and self._events[0][0] <= self.now:
+            _, _, kind, payload = heapq.heappop(self._events)
+            if kind == _SWAPPED_OUT:
+                self._done_out[payload] = (1, 0)
+                continue
+            if kind == _SWAPPED_IN:
+                self._done_in.add(payload)
+                continue
+            if kind == _RESUME:
+                payload.segment += 1
+            self._start_segment(payload)
+
+    def _start_transfers(self, out: SchedulerOutput) -> None:
+        """Simulates the connector's worker side: each copy ends after its link time."""
+        meta = out.kv_connector_metadata
+        if not isinstance(meta, LampsSwapMetadata):
+            return
+        bs = self.profile.block_size
+        for direction, jobs, kind in (
+            (0, meta.swap_out, _SWAPPED_OUT),
+            (1, meta.swap_in, _SWAPPED_IN),
+        ):
+            for job in jobs:
+                tokens = len(job.block_ids) * bs
+                self.swapped_bytes += tokens * self.cost.kv_bytes_per_token
+                start = max(self.now, self._link_free[direction])
+                self._link_free[direction] = start + self.cost.swap_seconds(tokens)
+                self._push(self._link_free[direction], kind, job.request_id)
+
+    def _connector_output(self) -> KVConnectorOutput | None:
+        if not (self._done_out or self._done_in):
+            return None
+        output = KVConnectorOutput(
+            finished_recving=self._done_in or None,
+            kv_connector_worker_meta=LampsSwapWorkerMetadata(self._done_out)
+            if self._done_out
+            else None,
+        )
+        self._done_out, self._done_in = {}, set()
+        return output
+
+    def _segment_done(self, rec: RequestRecord) -> None:
+        tmpl = rec.arrival.request
+        seg = tmpl.segments[rec.segment]
+        if rec.segment_tokens != seg.output_tokens:
+            raise RuntimeError(
+                f"{rec.arrival.request_id} segment {rec.segment}: produced {rec.segment_tokens} "
+                f"tokens, the trace says {seg.output_tokens}"
+            )
+        req = rec.vllm_request
+        if not self.policy.sessions and req is not None:
+            rec.preemptions += req.num_preemptions
+        if rec.segment == len(tmpl.segments) - 1:
+            if self.policy.sessions and req is not None:
+                rec.preemptions += req.num_preemptions
+            rec.finish_time = self.now
+            rec.vllm_request = None
+            if self.on_finish is not None:
+                self.on_finish(rec)
+            return
+        rec.api_seconds += seg.api_seconds
+        self._push(self.now + seg.api_seconds, _RESUME, rec)
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def _model_output(self, num_scheduled: dict[str, int]) -> ModelRunnerOutput:
+        """One sampled token per request whose known sequence is fully computed."""
+        req_ids = list(num_scheduled)
+        sampled: list[list[int]] = []
+        requests = self.scheduler.requests
+        for req_id in req_ids:
+            req = requests[req_id]
+            # After schedule() num_computed_tokens already counts this step's tokens; a request
+            # samples once its whole known sequence has been computed.
+            if req.num_computed_tokens >= req.num_tokens:
+                sampled.append([token_at(self._by_id[req_id].arrival.index, req.num_tokens)])
+            else:
+                sampled.append([])
+        return ModelRunnerOutput(
+            req_ids=req_ids,
+            req_id_to_index={r: i for i, r in enumerate(req_ids)},
+            sampled_token_ids=sampled,
+            kv_connector_output=self._connector_output(),
+        )
+
+    def run(self) -> RunResult:
+        """Replays every arrival to completion and returns the records."""
+        wall = time.perf_counter()
+        sched = self.scheduler
+        remaining = len(self.records)
+        iterations = 0
+        while remaining:
+            self._deliver_events()
+            out = sched.schedule()
+            self._start_transfers(out)
+            n = out.total_num_scheduled_tokens
+            if n == 0:
+                kv_output = self._connector_output()
+                if kv_output is not None:
+                    sched.update_from_output(
+                        out, ModelRunnerOutput([], {}, kv_connector_output=kv_output)
+                    )
+                    continue
+                sched.update_from_output(out, EMPTY_MODEL_RUNNER_OUTPUT)
+                if not self._events:
+                    raise RuntimeError(
+                        f"replay stalled at t={self.now:.3f}s under {self.policy.name}: "
+                        f"{remaining} requests unfinished, none schedulable, no pending events"
+                    )
+                self.now = max(self.now, self._events[0][0])
+                continue
+            iterations += 1
+            dt = self.cost.iteration_seconds(n)
+            self.now += dt
+            for req_id, k in out.num_scheduled_tokens.items():
+                rec = self._by_id[req_id]
+                rec.scheduled_tokens += k
+                rec.service_seconds += dt
+            mro = self._model_output(out.num_scheduled_tokens)
+            engine_outputs = sched.update_from_output(out, mro)
+            for eco in engine_outputs.values():
+                for o in eco.outputs:
+                    rec = self._by_id[o.request_id]
+                    if o.new_token_ids:
+                        k = len(o.new_token_ids)
+                        rec.output_tokens += k
+                        rec.segment_tokens += k
+                        if rec.first_token_time is None:
+                            rec.first_token_time = self.now
+                    if o.finish_reason is not None:
+                        self._segment_done(rec)
+                        if rec.finished:
+                            remaining -= 1
+            self.policy.after_iteration(self.now)
+            self._kv.add(self.now, sched.kv_cache_manager.usage)
+        return RunResult(
+            policy=self.policy.name,
+            records=self.records,
+            kv_usage=self._kv.close(),
+            iterations=iterations,
+            virtual_seconds=self.now,
+            wall_seconds=time.perf_counter() - wall,
+            policy_stats={**self.policy.stats(), "swapped_bytes": self.swapped_bytes},
+        )

@@ -1,0 +1,181 @@
+"""The scheduling policies a replay compares; each names a vLLM scheduler class and its inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from vllm.v1.core.sched.scheduler import Scheduler
+
+from lamps.workloads import Arrival
+
+POLICY_NAMES = ("vllm", "vllm-preserve", "infercept", "lamps", "lamps-oracle", "lamps-no-rank")
+
+
+class ReplayPolicy:
+    """Base: vLLM's own Scheduler with streaming sessions (API calls preserve the KV cache)."""
+
+    name = "vllm-preserve"
+    sessions = True
+    queue_policy = "fcfs"
+    swap = False
+
+    def __init__(self) -> None:
+        self.scheduler: Scheduler | None = None
+
+    @property
+    def scheduler_cls(self) -> type[Scheduler]:
+        """The scheduler class EngineCore would be configured with."""
+        return Scheduler
+
+    def additional_config(self) -> dict[str, Any]:
+        """VllmConfig.additional_config for this policy."""
+        return {}
+
+    def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
+        """Called once the scheduler exists, before any request is added."""
+        self.scheduler = scheduler
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        """``SamplingParams.extra_args["lamps"]`` for a segment's chunk, or None."""
+        return None
+
+    def resume_arrival_time(self, arrival: Arrival, now: float) -> float:
+        """arrival_time of a resumed chunk: vLLM stamps each streaming chunk on arrival."""
+        return now
+
+    def after_iteration(self, now: float) -> None:
+        """Hook run after each iteration's outputs are processed."""
+
+    def stats(self) -> dict[str, Any]:
+        """Policy-specific counters for the results."""
+        return {}
+
+
+class VllmPolicy(ReplayPolicy):
+    """Stock vLLM: an API call ends the request; the continuation re-enters FCFS at the back."""
+
+    name = "vllm"
+    sessions = False
+
+
+class VllmPreservePolicy(ReplayPolicy):
+    """Stock vLLM streaming sessions: the KV cache stays on the GPU during every call."""
+
+    name = "vllm-preserve"
+
+
+class InferCeptPolicy(ReplayPolicy):
+    """InferCept: FCFS by original arrival, per-iteration discard/swap of paused sessions."""
+
+    name = "infercept"
+    queue_policy = "priority"
+    swap = True
+
+    def __init__(self, cost_model: str) -> None:
+        super().__init__()
+        self.cost_model = cost_model
+
+    @property
+    def scheduler_cls(self) -> type[Scheduler]:
+        from lamps.replay.infercept import InferCeptScheduler
+
+        return InferCeptScheduler
+
+    def additional_config(self) -> dict[str, Any]:
+        return {"infercept": {"profile": self.cost_model}}
+
+    def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
+        super().attach(scheduler, clock)
+        scheduler.set_clock(clock)  # type: ignore[attr-defined]
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        # InferCept is given each call's duration (its benchmarks pass it in the request).
+        seg = arrival.request.segments[segment]
+        return {"predicted_api_seconds": seg.api_seconds if seg.has_api else 0.0}
+
+    def resume_arrival_time(self, arrival: Arrival, now: float) -> float:
+        return arrival.time
+
+    def stats(self) -> dict[str, Any]:
+        return self.scheduler.infercept_stats()  # type: ignore[union-attr]
+
+
+class LampsPolicy(ReplayPolicy):
+    """LAMPS plug-in scheduler, fed trace predictions with optional relative Gaussian noise."""
+
+    swap = True
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        noise: float = 0.0,
+        ranking: bool = True,
+        seed: int = 0,
+        cost_model: str = "gptj-6b-a100",
+    ) -> None:
+        super().__init__()
+        if not (noise >= 0 and np.isfinite(noise)):
+            raise ValueError(f"noise must be finite and >= 0, got {noise}")
+        self.name = name
+        self.noise = noise
+        self.ranking = ranking
+        self.seed = seed
+        self.cost_model = cost_model
+
+    @property
+    def scheduler_cls(self) -> type[Scheduler]:
+        from lamps.vllm import LampsSyncScheduler
+
+        return LampsSyncScheduler
+
+    def additional_config(self) -> dict[str, Any]:
+        # The periodic log line is for live servers; a replay reports its own table.
+        return {
+            "lamps": {"profile": self.cost_model, "ranking": self.ranking, "log_interval_s": 0.0}
+        }
+
+    def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
+        super().attach(scheduler, clock)
+        scheduler.set_clock(clock)  # type: ignore[attr-defined]
+
+    def _noisy(self, value: float, arrival: Arrival, segment: int, which: int) -> float:
+        if self.noise == 0:
+            return value
+        rng = np.random.default_rng((self.seed, arrival.index, segment, which))
+        return max(0.0, value * (1.0 + self.noise * float(rng.standard_normal())))
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        seg = arrival.request.segments[segment]
+        out = max(1, round(self._noisy(seg.output_tokens, arrival, segment, 0)))
+        api = self._noisy(seg.api_seconds, arrival, segment, 1) if seg.has_api else 0.0
+        return {
+            "tool": arrival.request.kind,
+            "predicted_output_tokens": out,
+            "predicted_api_seconds": api,
+            "api_return_tokens": seg.return_tokens if seg.has_api else 0,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.scheduler.lamps_stats.as_dict())  # type: ignore[union-attr]
+
+
+def make_policy(
+    name: str, *, noise: float = 0.0, seed: int = 0, cost_model: str = "gptj-6b-a100"
+) -> ReplayPolicy:
+    """The policy called ``name`` (one of POLICY_NAMES); ``cost_model``: a CostModel profile."""
+    if name == "vllm":
+        return VllmPolicy()
+    if name == "vllm-preserve":
+        return VllmPreservePolicy()
+    if name == "infercept":
+        return InferCeptPolicy(cost_model)
+    if name == "lamps":
+        return LampsPolicy(name, noise=noise, seed=seed, cost_model=cost_model)
+    if name == "lamps-oracle":
+        return LampsPolicy(name, noise=0.0, seed=seed, cost_model=cost_model)
+    if name == "lamps-no-rank":
+        return LampsPolicy(name, noise=noise, ranking=False, seed=seed, cost_model=cost_model)
+    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")

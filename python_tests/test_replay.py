@@ -1,0 +1,276 @@
+"""The replay engine: vLLM's real scheduler on a virtual clock, the policies, metrics, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vllm.v1.core.sched.scheduler import Scheduler
+
+from lamps import BatchState, CostModel, PausedRequest, infercept_should_discard
+from lamps.replay.engine import RequestRecord, SimEngine
+from lamps.replay.metrics import REQUIRED_KEYS, format_table, summarize, write_results
+from lamps.replay.policies import POLICY_NAMES, make_policy
+from lamps.replay.profiles import GIB, GpuProfile, get_profile
+from lamps.replay.runner import ReplayConfig, arrivals_for
+from lamps.workloads import Arrival, TraceSegment, Workload, WorkloadRequest, load_trace
+
+GPTJ = get_profile("gptj-6b-a100")
+# GPT-J's layout with room for ~1,000 blocks of KV: memory pressure within a few hundred requests.
+SMALL = GpuProfile(
+    "gptj-small-test",
+    "gptj-6b-a100",
+    GPTJ.weight_bytes + 1000 * 16 * 458_752,
+    GPTJ.weight_bytes,
+    28,
+    16,
+    256,
+    host_memory_bytes=8 * GIB,
+)
+QPS = 3.0
+
+
+@pytest.fixture(scope="module")
+def workload() -> Workload:
+    return load_trace("builtin:infercept-multi-api")
+
+
+@pytest.fixture(scope="module")
+def config() -> ReplayConfig:
+    return ReplayConfig(policies=POLICY_NAMES, qps=(QPS,), duration=60.0, noise=0.6, seed=1)
+
+
+@pytest.fixture(scope="module")
+def arrivals(workload: Workload, config: ReplayConfig) -> list[Arrival]:
+    return arrivals_for(workload, config)[QPS]
+
+
+class _Watched(SimEngine):
+    """SimEngine recording the virtual time after every iteration and queue states at resumes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.times: list[float] = []
+        self.resumes: list[tuple[str, int, list[str]]] = []
+        self.policy.after_iteration = self.times.append  # type: ignore[method-assign]
+
+    def _start_segment(self, rec: RequestRecord) -> None:
+        super()._start_segment(rec)
+        if rec.segment > 0:
+            waiting = [r.request_id for r in self.scheduler.waiting]
+            self.resumes.append((rec.arrival.request_id, rec.segment, waiting))
+
+
+@pytest.fixture(scope="module")
+def runs(arrivals: list[Arrival], config: ReplayConfig) -> dict[str, _Watched]:
+    engines = {}
+    for name in POLICY_NAMES:
+        policy = make_policy(name, noise=config.noise, seed=config.seed, cost_model=GPTJ.cost_model)
+        engine = _Watched(SMALL, policy, arrivals, kv_bin_seconds=2.0)
+        engine.result = engine.run()  # type: ignore[attr-defined]
+        engines[name] = engine
+    return engines
+
+
+def test_profile_capacity_from_model_dimensions() -> None:
+    # 40 GiB minus 12.1 GB of fp16 weights, 458,752 bytes per token, 16-token blocks.
+    assert GPTJ.cost().kv_bytes_per_token == 2 * 28 * 4096 * 2
+    assert GPTJ.num_blocks() == int((40 * GIB - 12_100_000_000) // (458_752 * 16))
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("h100")
+    with pytest.raises(ValueError, match="KV layout"):
+        GpuProfile("bad", "gptj-6b-a100", 40 * GIB, 1, 28, 8, 256)
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_conservation(runs: dict[str, _Watched], arrivals: list[Arrival], name: str) -> None:
+    engine = runs[name]
+    assert isinstance(engine.scheduler, Scheduler)
+    records = engine.result.records  # type: ignore[attr-defined]
+    assert [r.arrival for r in records] == arrivals
+    for rec in records:
+        tmpl = rec.arrival.request
+        assert rec.finished, rec.arrival.request_id
+        assert rec.output_tokens == tmpl.output_tokens
+        assert rec.api_seconds == pytest.approx(tmpl.api_seconds)
+        assert rec.arrival.time < rec.first_token_time <= rec.finish_time
+        # API time is spent outside the engine: e2e covers it plus at least the service time.
+        e2e = rec.finish_time - rec.arrival.time
+        assert e2e >= rec.api_seconds + rec.service_seconds - 1e-9
+        # Each context token but the last is computed at least once.
+        assert rec.scheduled_tokens >= tmpl.final_context_tokens - 1
+    times = np.array(engine.times)
+    assert np.all(np.diff(times) > 0), "virtual time went backwards or stood still"
+    assert times[-1] == pytest.approx(max(r.finish_time for r in records))
+    # Everything was freed at the end: no request left in vLLM, no block held.
+    assert not engine.scheduler.requests
+    assert engine.scheduler.kv_cache_manager.usage == 0.0
+
+
+def test_identical_arrivals_across_policies(
+    workload: Workload, config: ReplayConfig, runs: dict[str, _Watched]
+) -> None:
+    again = arrivals_for(workload, config)[QPS]
+    for engine in runs.values():
+        got = [(r.arrival.time, r.arrival.request.request_id) for r in engine.result.records]
+        assert got == [(a.time, a.request.request_id) for a in again]
+
+
+def test_vllm_continuation_reenters_at_the_back(runs: dict[str, _Watched]) -> None:
+    engine = runs["vllm"]
+    assert engine.resumes
+    behind_others = 0
+    for rid, segment, waiting in engine.resumes:
+        # A new request carrying the whole context, appended behind everything already waiting.
+        assert waiting[-1] == f"{rid}.{segment}"
+        behind_others += len(waiting) > 1
+    assert behind_others > 0, "no continuation ever queued behind another request"
+    # Prefix caching gives most of the context back, but not all of it under pressure.
+    recomputed = summarize(engine.result, QPS, kv_bytes_per_token=1.0)["recomputed_tokens"]
+    assert recomputed > 0
+
+
+def test_sessions_keep_one_request(runs: dict[str, _Watched]) -> None:
+    engine = runs["vllm-preserve"]
+    assert engine.resumes
+    for rid, _, waiting in engine.resumes:
+        assert f"{rid}.1" not in waiting
+    row = summarize(engine.result, QPS, kv_bytes_per_token=1.0)
+    policy_rows = {n: summarize(e.result, QPS, kv_bytes_per_token=1.0) for n, e in runs.items()}
+    # Preserve never frees a paused context: it needs far less recompute than stock vLLM.
+    assert row["recomputed_tokens"] < policy_rows["vllm"]["recomputed_tokens"]
+
+
+def _one_pause_workload(api_seconds: float) -> list[Arrival]:
+    paused = WorkloadRequest(
+        "paused", 1000, (TraceSegment(8, api_seconds, 12, True), TraceSegment(8)), "qa"
+    )
+    busy = WorkloadRequest("busy", 300, (TraceSegment(400),), "math")
+    return [Arrival(0, 0.0, paused), Arrival(1, 0.01, busy), Arrival(2, 0.02, busy)]
+
+
+@pytest.mark.parametrize("api_seconds", [30.0, 0.0005])
+def test_infercept_discards_when_discard_waste_is_lower(api_seconds: float) -> None:
+    arrivals = _one_pause_workload(api_seconds)
+    engine = SimEngine(GPTJ, make_policy("infercept", cost_model=GPTJ.cost_model), arrivals)
+    result = engine.run()
+    stats = result.policy_stats
+    cost = CostModel.profile("gptj-6b-a100")
+    # At the pause: ~1,007 context tokens, two decoding requests beside it.
+    batch = BatchState(2.0, 2 * 310.0)
+    expect = infercept_should_discard(PausedRequest(1007.0, 0.0, api_seconds), batch, cost)
+    assert expect == (api_seconds > 1)
+    assert stats["pauses"] == 1
+    assert stats["discarded"] == int(expect)
+    rec = result.records[0]
+    assert rec.finished and rec.output_tokens == 16
+    if expect:
+        # Recomputed on resume, minus what the prefix cache still held.
+        assert stats["prefix_hit_tokens"] > 0
+
+
+def test_infercept_discards_under_load(runs: dict[str, _Watched]) -> None:
+    stats = runs["infercept"].result.policy_stats
+    assert stats["pauses"] > 100
+    assert 0 < stats["discarded"] < stats["pauses"]
+
+
+def test_lamps_policies_use_the_plugin(runs: dict[str, _Watched]) -> None:
+    from lamps.vllm import LampsSyncScheduler
+
+    for name in ("lamps", "lamps-oracle", "lamps-no-rank"):
+        sched = runs[name].scheduler
+        assert isinstance(sched, LampsSyncScheduler)
+        stats = runs[name].result.policy_stats
+        assert stats["pauses"] > 100 and stats["hint_warnings"] == 0
+    assert runs["lamps-no-rank"].result.policy_stats["rescores"] == 0
+    assert runs["lamps"].result.policy_stats["rescores"] > 0
+
+
+def test_noise_only_changes_the_hints(arrivals: list[Arrival]) -> None:
+    exact = make_policy("lamps-oracle", noise=0.6, cost_model=GPTJ.cost_model)
+    noisy = make_policy("lamps", noise=0.6, seed=1, cost_model=GPTJ.cost_model)
+    a = arrivals[0]
+    truth = exact.hints(a, 0)
+    assert truth["predicted_output_tokens"] == a.request.segments[0].output_tokens
+    got = [noisy.hints(x, 0)["predicted_output_tokens"] for x in arrivals]
+    want = [x.request.segments[0].output_tokens for x in arrivals]
+    rel = np.array(got) / np.array(want) - 1
+    assert 0.3 < np.std(rel) < 0.9
+    assert noisy.hints(a, 0) == noisy.hints(a, 0)
+
+
+def test_results_json_schema(runs: dict[str, _Watched], tmp_path: Path) -> None:
+    rows = [summarize(e.result, QPS, kv_bytes_per_token=458_752.0) for e in runs.values()]
+    path = write_results(rows, tmp_path)
+    loaded = json.loads(path.read_text())
+    assert [r["policy"] for r in loaded] == list(POLICY_NAMES)
+    for row in loaded:
+        for key in REQUIRED_KEYS:
+            assert key in row, key
+        assert row["qps"] == QPS and row["num_requests"] == len(runs["vllm"].result.records)
+        assert 0 < row["ttft_mean"] <= row["e2e_mean"]
+        assert row["e2e_p50"] <= row["e2e_p99"]
+        assert row["throughput"] > 0 and row["normalized_latency_mean"] > 0
+        assert all(0.0 <= u <= 1.0 for _, u in row["kv_usage"])
+    swapping = [r for r in loaded if r["policy"].startswith("lamps")]
+    assert any(r["swapped_bytes"] > 0 for r in swapping)
+    assert all(r["swapped_bytes"] == 0 for r in loaded if r["policy"].startswith("vllm"))
+    table = format_table(loaded)
+    assert all(p in table for p in POLICY_NAMES)
+
+
+def test_replay_config_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="unknown policy 'fifo'"):
+        ReplayConfig(policies=("fifo",))
+    with pytest.raises(ValueError, match="qps"):
+        ReplayConfig(qps=(0.0,))
+    with pytest.raises(ValueError, match="duration"):
+        ReplayConfig(duration=-1)
+    with pytest.raises(ValueError, match="noise"):
+        ReplayConfig(noise=float("nan"))
+    with pytest.raises(ValueError, match="unknown profile"):
+        ReplayConfig(profile="x")
+    with pytest.raises(ValueError, match="nothing to replay"):
+        SimEngine(GPTJ, make_policy("vllm", cost_model=GPTJ.cost_model), [])
+
+
+def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lamps.cli import main
+
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "replay",
+            "--synthetic",
+            "--qps",
+            "2",
+            "--duration",
+            "8",
+            "--policies",
+            "vllm,infercept,lamps",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["policy"] for r in rows] == ["vllm", "infercept", "lamps"]
+    assert (out / "latency.png").stat().st_size > 0 and (out / "kv_usage.png").stat().st_size > 0
+    assert "lamps replay" in (out / "command.txt").read_text()
+    assert "| infercept |" in (out / "table.md").read_text()
+    printed = capsys.readouterr().out
+    assert "e2e mean" in printed and "infercept" in printed
+
+
+def test_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from lamps.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["replay", "--policies", "vllm,bogus"])
+    assert e.value.code == 2
+    assert "unknown policy 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["replay", "--qps", "x"])
