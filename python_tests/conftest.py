@@ -13,28 +13,13 @@ from typing import Any
 
 import pytest
 
-TINY_LLAMA = {
-    "vocab_size": 512,
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "head_dim": 64,  # vLLM's CPU attention needs 64; 16 does not work
-    "max_position_embeddings": 2048,
-}
-
 
 def write_tiny_llama(path: Path, seed: int = 0) -> Path:
-    """Write a random-weight Llama (config + safetensors, no tokenizer) to `path`."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """Write the replay's tiny random-weight Llama (vocab 512, 2 layers) to `path`."""
+    # Imported here: lamps.replay imports vLLM, which the core tests do not need.
+    from lamps.replay.real import write_tiny_llama as write
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(**TINY_LLAMA, torch_dtype="float32", bos_token_id=1, eos_token_id=2)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(path, safe_serialization=True)
-    return path
+    return write(path, max_len=2048, seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -68,12 +68,12 @@ def scale_workload(workload: Workload) -> Workload:
     return Workload(f"{workload.name}-scaled", tuple(requests))
 
 
-def write_tiny_llama(path: Path, max_len: int) -> Path:
-    """A random-weight Llama (config + safetensors, no tokenizer)."""
+def write_tiny_llama(path: Path, max_len: int, seed: int = 0) -> Path:
+    """A random-weight Llama (config + safetensors, no tokenizer); the tests use it too."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=128,
@@ -81,7 +81,7 @@ def write_tiny_llama(path: Path, max_len: int) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
-        head_dim=64,
+        head_dim=64,  # vLLM's CPU attention needs 64; 16 does not work
         max_position_embeddings=max_len,
         torch_dtype="float32",
         bos_token_id=1,
