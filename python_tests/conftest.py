@@ -22,6 +22,31 @@ def write_tiny_llama(path: Path, seed: int = 0) -> Path:
     return write(path, max_len=2048, seed=seed)
 
 
+def layered_kv_cache_config(spec: Any, num_blocks: int, num_layers: int, layout: Any) -> Any:
+    """A KVCacheConfig of `num_layers` full-attention layers sharing one tensor in `layout`."""
+    from vllm.v1.kv_cache_interface import (
+        KVCacheConfig,
+        KVCacheGroupSpec,
+        KVCacheTensor,
+        compute_layout_strides,
+    )
+
+    layers = [f"model.layers.{i}.self_attn.attn" for i in range(num_layers)]
+    layer_stride, block_stride, *_ = compute_layout_strides(spec, num_blocks, num_layers, layout)
+    return KVCacheConfig(
+        num_blocks=num_blocks,
+        kv_cache_tensors=[
+            KVCacheTensor(
+                size=spec.page_size_bytes * num_layers * num_blocks,
+                layers=layers,
+                layer_stride=layer_stride,
+                block_stride=block_stride,
+            )
+        ],
+        kv_cache_groups=[KVCacheGroupSpec(layers, spec)],
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Llama written once per test session."""

@@ -7,12 +7,9 @@ import time
 
 import pytest
 import torch
+from conftest import layered_kv_cache_config
 from vllm.v1.kv_cache_interface import (
     FullAttentionSpec,
-    KVCacheConfig,
-    KVCacheGroupSpec,
-    KVCacheTensor,
-    compute_layout_strides,
 )
 from vllm.v1.kv_cache_layout import KVCacheLayout
 from vllm.v1.worker.utils import allocate_kv_cache
@@ -40,20 +37,7 @@ def vllm_kv_caches(
     spec = FullAttentionSpec(
         block_size=BLOCK_SIZE, num_kv_heads=NUM_KV_HEADS, head_size=HEAD_SIZE, dtype=dtype
     )
-    layers = [f"model.layers.{i}.self_attn.attn" for i in range(NUM_LAYERS)]
-    layer_stride, block_stride, *_ = compute_layout_strides(spec, num_blocks, NUM_LAYERS, layout)
-    config = KVCacheConfig(
-        num_blocks=num_blocks,
-        kv_cache_tensors=[
-            KVCacheTensor(
-                size=spec.page_size_bytes * NUM_LAYERS * num_blocks,
-                layers=layers,
-                layer_stride=layer_stride,
-                block_stride=block_stride,
-            )
-        ],
-        kv_cache_groups=[KVCacheGroupSpec(layers, spec)],
-    )
+    config = layered_kv_cache_config(spec, num_blocks, NUM_LAYERS, layout)
     caches = allocate_kv_cache(config, torch.device("cpu"), layout)
     gen = torch.Generator().manual_seed(0)
     for cache in caches.values():

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_request
+from conftest import layered_kv_cache_config, make_request
 from vllm.config import (
     CacheConfig,
     DeviceConfig,
@@ -28,10 +28,6 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.kv_cache_interface import (
     FullAttentionSpec,
-    KVCacheConfig,
-    KVCacheGroupSpec,
-    KVCacheTensor,
-    compute_layout_strides,
 )
 from vllm.v1.kv_cache_layout import KVCacheLayout
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
@@ -76,21 +72,8 @@ class SwapHarness:
             head_size=HEAD_SIZE,
             dtype=torch.float32,
         )
-        layers = [f"model.layers.{i}.self_attn.attn" for i in range(NUM_LAYERS)]
-        layer_stride, block_stride, *_ = compute_layout_strides(
+        self.kv_cache_config = layered_kv_cache_config(
             spec, num_blocks, NUM_LAYERS, KVCacheLayout.LBHNC
-        )
-        self.kv_cache_config = KVCacheConfig(
-            num_blocks=num_blocks,
-            kv_cache_tensors=[
-                KVCacheTensor(
-                    size=spec.page_size_bytes * NUM_LAYERS * num_blocks,
-                    layers=layers,
-                    layer_stride=layer_stride,
-                    block_stride=block_stride,
-                )
-            ],
-            kv_cache_groups=[KVCacheGroupSpec(layers, spec)],
         )
         host_gib = host_pool_blocks_wanted * spec.page_size_bytes * NUM_LAYERS / (1 << 30)
         self.vllm_config = VllmConfig(
