@@ -35,6 +35,7 @@ class RankingRequestQueue(RequestQueue):
         self.queue_id = queue_id
         self._q = RankingQueue(starvation_threshold or None)
         self._by_handle: dict[int, Request] = {}
+        self._handle_of: dict[str, int] = {}
         self._parked: dict[str, Request] = {}
 
     @property
@@ -59,6 +60,7 @@ class RankingRequestQueue(RequestQueue):
             state.waiting_since = it
         self._q.push(state.slot, score, request.arrival_time, state.waiting_since, state.promoted)
         self._by_handle[state.slot] = request
+        self._handle_of[request.request_id] = state.slot
         self._table.where[state.slot] = self.queue_id
 
     def _state(self, request: Request) -> RequestState:
@@ -69,6 +71,7 @@ class RankingRequestQueue(RequestQueue):
 
     def _take(self, handle: int) -> Request:
         request = self._by_handle.pop(handle)
+        del self._handle_of[request.request_id]
         self._table.where[handle] = NOT_QUEUED
         return request
 
@@ -104,21 +107,28 @@ class RankingRequestQueue(RequestQueue):
         """Remove a specific request (ValueError when absent, as deque.remove)."""
         if self._parked.pop(request.request_id, None) is not None:
             return
-        state = self._state(request)
-        if self._by_handle.get(state.slot) is not request:
+        if not self.discard(request):
             raise ValueError(f"request {request.request_id!r} is not in this queue")
-        self._q.erase(state.slot)
-        self._take(state.slot)
 
     def remove_requests(self, requests: Iterable[Request]) -> None:
         """Remove the given requests that are in this queue."""
         for request in requests:
-            if self._parked.pop(request.request_id, None) is not None:
-                continue
-            state = self._table.get(request.request_id)
-            if state is not None and self._by_handle.get(state.slot) is request:
-                self._q.erase(state.slot)
-                self._take(state.slot)
+            self.discard(request)
+
+    def discard(self, request: Request) -> bool:
+        """Remove the request if it is queued or parked here; False when it is not.
+
+        Works from the queue's own index, never from the side table: vLLM may free a request
+        (and LAMPS forget its side state) before it removes the request from its queues.
+        """
+        if self._parked.pop(request.request_id, None) is not None:
+            return True
+        handle = self._handle_of.get(request.request_id)
+        if handle is None or self._by_handle.get(handle) is not request:
+            return False
+        self._q.erase(handle)
+        self._take(handle)
+        return True
 
     def unpark(self, request: Request) -> bool:
         """Queue a parked request whose API call returned; False if it was not parked here."""
@@ -126,6 +136,11 @@ class RankingRequestQueue(RequestQueue):
             return False
         self._push(request)
         return True
+
+    @property
+    def num_parked(self) -> int:
+        """Paused sessions parked here (counted by len(), never popped)."""
+        return len(self._parked)
 
     def is_parked(self, request: Request) -> bool:
         """Whether the request is parked (paused API call) in this queue."""

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
@@ -181,6 +182,15 @@ class _LampsMixin:
             self.lamps_config.allow_swap,
         )
 
+    def get_num_unfinished_requests(self) -> int:
+        if self.pause_state == PauseState.PAUSED_NEW:
+            # vLLM drains only the KV-holding queue here and subtracts every session waiting
+            # for input, assuming all of them sit in it; a session whose KV LAMPS discarded or
+            # swapped is parked in `waiting` instead.
+            held = len(self.kv_holding_waiting) - self.kv_holding_waiting.num_parked
+            return len(self.running) + held
+        return super().get_num_unfinished_requests()
+
     # ----- before each step -------------------------------------------------------------------
 
     def schedule(self, *args: Any, **kwargs: Any) -> SchedulerOutput:
@@ -298,6 +308,11 @@ class _LampsMixin:
 
     def _free_request(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         result = super()._free_request(request, *args, **kwargs)
+        # vLLM frees a request that stopped while preempted (async scheduling: its last token
+        # was in flight) before it removes it from the waiting queues; take it out now, while
+        # its slot is still ours, or it would stay ranked after the slot is recycled.
+        self.waiting.discard(request)
+        self.kv_holding_waiting.discard(request)
         self._table.release(request.request_id)
         self._released.discard(request.request_id)
         return result
