@@ -94,3 +94,19 @@ def test_api_predictor_learns_per_tool_with_prior() -> None:
     assert p.predict("calc") == pytest.approx(5.0, rel=1e-3)  # follows drift
     p.observe("calc", float("inf"))
     assert p.observations("calc") == 52
+
+
+def test_predictor_memory_is_bounded() -> None:
+    # One entry per distinct tool name, forever: 20,000 names cost ~90 MiB that never came back.
+    p = ApiDurationPredictor(1.0, max_keys=100)
+    for i in range(20_000):
+        p.observe(f"tool-{i}", float(i % 7))
+    assert p.num_keys <= 100
+    assert p.predict("tool-19999") == pytest.approx(19_999 % 7)  # the most recent are kept
+    assert p.observations() == 20_000
+
+
+def test_overlong_tool_name_is_an_invalid_hint(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.hints")
+    hints, warnings = parse_hints({"lamps": {"tool": "x" * 10_000}}, "r", log)
+    assert hints.tool is None and warnings == 1

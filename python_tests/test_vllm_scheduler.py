@@ -343,3 +343,55 @@ def test_log_line_reports_the_interval(make_vllm_scheduler: Any, caplog: Any) ->
     # "p" was predicted to return at once, so 6 s later it is re-decided and discarded too.
     assert "pauses=2 preserve=1 discard=2 " in lines[0] and "redecided=1 " in lines[0]
     assert "ranking_ms=" in lines[0] and "promotions=0" in lines[0]
+
+
+# ----- regressions ----------------------------------------------------------------------------
+
+# 2**64 - 1 is the largest integer vLLM itself lets through extra_args.
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1, 1e19, 1e308])
+def test_out_of_range_hint_is_ignored_not_fatal(make_vllm_scheduler: Any, caplog: Any,
+                                                value: float) -> None:
+    # Used to raise OverflowError from add_request (int64 score columns): an AsyncLLM engine
+    # core died with it and every request failed.
+    sched = lamps(make_vllm_scheduler)
+    hints = {"api_return_tokens": value, "predicted_output_tokens": value,
+             "predicted_api_seconds": value}
+    sched.add_request(make_request("big", list(range(40)), max_tokens=3,
+                                   extra_args={"lamps": hints}))
+    for _ in range(6):
+        run_step(sched)
+    assert "big" not in sched.requests
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for field in hints:
+        assert any(f"'{field}'" in m and "out of range" in m for m in messages), field
+
+
+def test_out_of_range_hint_at_resume_keeps_the_session_queued(make_vllm_scheduler: Any) -> None:
+    # Used to raise while re-queueing the resumed session, which then sat in no queue.
+    sched = lamps(make_vllm_scheduler, allow_swap=False)
+    start_session(sched, api_seconds=1e5)
+    sched.add_request(make_request("s", [5, 6, 7], max_tokens=2, resumable=True,
+                                   extra_args={"lamps": {"api_return_tokens": 2**63}}))
+    assert [r.request_id for r in sched.waiting] == ["s"]
+    for _ in range(4):
+        run_step(sched)
+    assert sched.requests["s"].num_output_tokens == 2
+
+
+@pytest.mark.parametrize("cls", LAMPS_CLASSES)
+def test_unfinished_count_while_paused_for_new_requests(make_vllm_scheduler: Any,
+                                                        cls: type) -> None:
+    # vLLM subtracts every session waiting for input from the KV-holding queue; a discarded
+    # session sits in `waiting`, so the count went to -1 and the engine stopped stepping.
+    from vllm.v1.core.sched.interface import PauseState
+
+    sched = lamps(make_vllm_scheduler, cls, allow_swap=False)
+    start_session(sched, api_seconds=1e5)
+    assert sched.lamps_state("s").strategy == Strategy.DISCARD
+    sched.add_request(make_request("r", list(range(500, 540)), max_tokens=50))
+    run_step(sched)
+    sched.set_pause_state(PauseState.PAUSED_NEW)
+    assert sched.get_num_unfinished_requests() == 1  # "r" is running and drains
+    assert sched.has_requests()
+    sched.set_pause_state(PauseState.UNPAUSED)
+    assert sched.get_num_unfinished_requests() == 1

@@ -10,6 +10,17 @@ from typing import Any
 
 HINTS_KEY = "lamps"
 
+# Upper bounds of valid hints. Token counts go into int64 score columns and are summed with
+# context lengths; seconds multiply token counts in token-second scores. Anything larger is no
+# prediction anybody means, and would overflow a column or make a score infinite.
+MAX_HINT_TOKENS = 1 << 40
+MAX_HINT_SECONDS = 1e9
+MAX_TOOL_NAME_CHARS = 256
+
+
+class _OutOfRange(ValueError):
+    """A hint of the right type beyond its upper bound."""
+
 
 @dataclass(frozen=True)
 class Hints:
@@ -22,24 +33,40 @@ class Hints:
 
 
 def _as_tool(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) > MAX_TOOL_NAME_CHARS:
+        raise _OutOfRange(f"longer than {MAX_TOOL_NAME_CHARS} characters")
+    return value
 
 
 def _as_count(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    return None
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            return None
+        if value > MAX_HINT_TOKENS:
+            raise _OutOfRange(f"above {MAX_HINT_TOKENS}")
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        return None
+    if value > MAX_HINT_TOKENS:
+        raise _OutOfRange(f"above {MAX_HINT_TOKENS}")
+    return value
 
 
 def _as_seconds(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    if isinstance(value, int) and value > MAX_HINT_SECONDS:
+        raise _OutOfRange(f"above {MAX_HINT_SECONDS:g}")
     value = float(value)
-    return value if math.isfinite(value) and value >= 0 else None
+    if not math.isfinite(value) or value < 0:
+        return None
+    if value > MAX_HINT_SECONDS:
+        raise _OutOfRange(f"above {MAX_HINT_SECONDS:g}")
+    return value
 
 
 _FIELDS: dict[str, Callable[[Any], Any]] = {
@@ -67,9 +94,12 @@ def parse_hints(
     warnings = 0
     for key, value in raw.items():
         parse = _FIELDS.get(key)
-        parsed = parse(value) if parse is not None else None
+        reason = "unknown field" if parse is None else "invalid value"
+        try:
+            parsed = parse(value) if parse is not None else None
+        except _OutOfRange as e:
+            parsed, reason = None, f"out of range: {e}"
         if parsed is None:
-            reason = "unknown field" if parse is None else "invalid value"
             logger.warning(
                 "LAMPS: request %s: ignoring hint '%s' = %r (%s)", request_id, key, value, reason
             )

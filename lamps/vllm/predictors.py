@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 
@@ -17,26 +18,44 @@ class KeyedRunningMean:
 
     The mean weights the last `window` observations about equally (a plain mean that turns into
     an exponential average once `window` observations are in), so it follows slow drift.
-    Unknown keys fall back to the pooled mean, and that to the prior.
+    Unknown keys fall back to the pooled mean, and that to the prior. At most `max_keys` keys
+    are kept, the least recently observed dropped first, so a client inventing tool names
+    cannot grow a long-running server's memory.
     """
 
-    def __init__(self, prior: float, window: int = 50) -> None:
+    def __init__(self, prior: float, window: int = 50, max_keys: int = 1024) -> None:
         if not math.isfinite(prior) or prior < 0:
             raise ValueError(f"prior must be finite and >= 0, got {prior!r}")
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window!r}")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be >= 1, got {max_keys!r}")
         self.prior = float(prior)
         self.window = window
+        self.max_keys = max_keys
         self._pooled = _Mean()
-        self._by_key: dict[str, _Mean] = {}
+        self._by_key: OrderedDict[str, _Mean] = OrderedDict()
 
     def observe(self, key: str | None, value: float) -> None:
         """Record one observation for `key` (None = pooled only)."""
         if not math.isfinite(value) or value < 0:
             return
         self._update(self._pooled, value)
-        if key is not None:
-            self._update(self._by_key.setdefault(key, _Mean()), value)
+        if key is None:
+            return
+        m = self._by_key.get(key)
+        if m is None:
+            if len(self._by_key) >= self.max_keys:
+                self._by_key.popitem(last=False)
+            m = self._by_key[key] = _Mean()
+        else:
+            self._by_key.move_to_end(key)
+        self._update(m, value)
+
+    @property
+    def num_keys(self) -> int:
+        """Keys with an estimate of their own."""
+        return len(self._by_key)
 
     def predict(self, key: str | None) -> float:
         """Best estimate for `key`."""
