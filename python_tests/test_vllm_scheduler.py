@@ -241,8 +241,8 @@ def test_observed_pauses_train_the_api_predictor(make_vllm_scheduler: Any) -> No
     start_session(sched, api_seconds=None)
     clock.now += 7.0
     resume(sched)
-    assert sched._api_pred.predict("calc") == pytest.approx(7.0)
-    assert sched._api_pred.predict("other") == pytest.approx(7.0)  # pooled
+    assert sched.forecaster.api.predict("calc") == pytest.approx(7.0)
+    assert sched.forecaster.api.predict("other") == pytest.approx(7.0)  # pooled
     assert sched.lamps_stats.resumed == 1
 
 
@@ -304,13 +304,13 @@ def test_side_table_does_not_leak(make_vllm_scheduler: Any, cls: type) -> None:
     sched.finish_requests("sess", RequestStatus.FINISHED_ABORTED)
     assert not sched.requests
     assert sched.lamps_num_tracked == 0
-    slots = sched._table.num_slots()
+    slots = sched.lamps_num_slots
     for i in range(20):
         sched.add_request(make_request(f"again{i}", list(range(i, i + 20)), max_tokens=1))
     for _ in range(20):
         run_step(sched)
     assert sched.lamps_num_tracked == 0
-    assert sched._table.num_slots() == slots  # freed slots were reused
+    assert sched.lamps_num_slots == slots  # freed slots were reused
 
 
 def test_lamps_classes_subclass_vllm_schedulers() -> None:

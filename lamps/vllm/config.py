@@ -10,6 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+DEFAULT_PROFILE = "gptj-6b-a100"
+"""The cost-model profile used when none is named (GPT-J-6B on an A100, the paper's setup)."""
+
 ENV_PREFIX = "LAMPS_"
 ENV_CONFIG_FILE = "LAMPS_CONFIG"
 ADDITIONAL_CONFIG_KEY = "lamps"
@@ -27,7 +30,7 @@ _COST_MODEL_KEYS = (
 class LampsConfig:
     """Validated settings of the LAMPS scheduler plug-in."""
 
-    profile: str = "gptj-6b-a100"
+    profile: str = DEFAULT_PROFILE
     cost_model: Mapping[str, float] | None = None
     starvation_threshold: int = 100
     ranking: bool = True
@@ -54,8 +57,13 @@ class LampsConfig:
         _check_int(self.default_output_tokens, "default_output_tokens", minimum=1)
         _check_bool(self.allow_swap, "allow_swap")
 
-    def make_cost_model(self) -> Any:
-        """Build the lamps.CostModel these settings name."""
+    def make_cost_model(self, kv_bytes_per_token: float | None = None) -> Any:
+        """The lamps.CostModel these settings name.
+
+        A named profile gives the measured iteration-time fit and link bandwidth; the KV bytes
+        per token are the served model's when given (`served_kv_bytes_per_token`), since they
+        do not cancel in swap costs. An explicit `cost_model` is used as written.
+        """
         from lamps import CostModel
 
         if self.cost_model is not None:
@@ -69,12 +77,22 @@ class LampsConfig:
                 name="custom",
             )
         try:
-            return CostModel.profile(self.profile)
+            fit = CostModel.profile(self.profile)
         except (KeyError, ValueError) as e:
             raise ValueError(
                 f"lamps config 'profile': unknown cost-model profile {self.profile!r}; "
                 f"known: {CostModel.profiles()}"
             ) from e
+        if kv_bytes_per_token is None:
+            return fit
+        return CostModel(
+            a_ms_per_token=fit.a_ms_per_token,
+            c_ms=fit.c_ms,
+            kv_bytes_per_token=kv_bytes_per_token,
+            link_bytes_per_second=fit.link_bytes_per_second,
+            saturation_tokens=fit.saturation_tokens,
+            name=fit.name,
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> LampsConfig:
@@ -127,6 +145,15 @@ class LampsConfig:
         if self.cost_model is not None:
             d["cost_model"] = dict(self.cost_model)
         return d
+
+
+def served_kv_bytes_per_token(kv_cache_config: Any) -> float | None:
+    """KV bytes one token takes on one worker of the served model (None: no KV cache)."""
+    total = 0.0
+    for group in kv_cache_config.kv_cache_groups:
+        spec = group.kv_cache_spec
+        total += spec.page_size_bytes * len(group.layer_names) / spec.block_size
+    return total or None
 
 
 def _parse_env(key: str, raw: str) -> Any:

@@ -87,7 +87,9 @@ def parse_hints(
     if not isinstance(raw, dict):
         logger.warning(
             "LAMPS: request %s: ignoring extra_args['%s'] (expected an object, got %s)",
-            request_id, HINTS_KEY, type(raw).__name__,
+            request_id,
+            HINTS_KEY,
+            type(raw).__name__,
         )
         return Hints(), 1
     values: dict[str, Any] = {}

@@ -1,10 +1,12 @@
-"""Online predictors that fill in what hints leave out: API duration per tool, tokens per turn."""
+"""What LAMPS expects of a request's next turn: its hints, or what past turns taught it."""
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+
+from lamps.vllm.hints import Hints
 
 
 @dataclass
@@ -81,3 +83,50 @@ class ApiDurationPredictor(KeyedRunningMean):
 
 class OutputLengthPredictor(KeyedRunningMean):
     """Output tokens per turn (until the next API call or the end), learned per tool."""
+
+
+class Forecaster:
+    """A request's next turn and API call: its hints where given, learned estimates otherwise."""
+
+    def __init__(self, default_api_seconds: float, default_output_tokens: float) -> None:
+        self.api = ApiDurationPredictor(default_api_seconds)
+        self.output = OutputLengthPredictor(default_output_tokens)
+        self.returned = KeyedRunningMean(0.0)
+
+    def api_seconds(self, hints: Hints) -> float:
+        """Predicted duration of the API call after the current turn."""
+        if hints.predicted_api_seconds is not None:
+            return hints.predicted_api_seconds
+        return self.api.predict(hints.tool)
+
+    def turn(self, hints: Hints, max_tokens: int | None, resumable: bool) -> Turn:
+        """The current turn of a request: output tokens, then (for a session) its API call."""
+        tokens = hints.predicted_output_tokens
+        if tokens is None:
+            tokens = round(self.output.predict(hints.tool))
+        if max_tokens is not None:
+            tokens = min(tokens, max_tokens)
+        if not resumable:
+            return Turn(max(tokens, 1), 0.0, 0)
+        returned = hints.api_return_tokens
+        if returned is None:
+            returned = round(self.returned.predict(hints.tool))
+        return Turn(max(tokens, 1), self.api_seconds(hints), returned)
+
+    def observe_turn(self, tool: str | None, output_tokens: int) -> None:
+        """A turn ended after `output_tokens`."""
+        self.output.observe(tool, output_tokens)
+
+    def observe_call(self, tool: str | None, seconds: float, returned_tokens: int) -> None:
+        """An API call lasted `seconds` and returned `returned_tokens`."""
+        self.api.observe(tool, seconds)
+        self.returned.observe(tool, returned_tokens)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A forecast turn: output tokens, then the API call's seconds and returned tokens."""
+
+    output_tokens: int
+    api_seconds: float
+    return_tokens: int

@@ -1,4 +1,4 @@
-"""vLLM RequestQueue ordered by the LAMPS score, backed by the C++ RankingQueue."""
+"""vLLM's RequestQueue ordered by the LAMPS score, backed by the C++ RankingQueue."""
 
 from __future__ import annotations
 
@@ -6,37 +6,36 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from vllm.v1.core.sched.request_queue import RequestQueue
-from vllm.v1.request import Request, RequestStatus
+from vllm.v1.request import Request
 
 from lamps._core import RankingQueue
+from lamps.vllm.parking import ParkedSessions, is_paused
 from lamps.vllm.state import NOT_QUEUED, RequestState, RequestTable
 
-# The current LAMPS score of a request (also refreshes its score columns).
-Scorer = Callable[[Request, RequestState], float]
+# Records a request's score inputs in the table and returns its score (see LampsScheduler).
+Ranker = Callable[[Request, RequestState], float]
 
 
 class RankingRequestQueue(RequestQueue):
     """Smallest LAMPS score first; starved requests (by scheduler iterations) ahead of all.
 
-    Requests in WAITING_FOR_STREAMING_REQ (a paused API call) are *parked*: counted by len() and
-    listed by iteration, but never returned by peek_request()/pop_request(), since vLLM skips
-    them until the API result arrives; parking spares the scheduler popping and re-prepending
-    every paused session at every step. `unpark()` re-queues one when its call returns.
-    `__bool__` is True when peek_request() has a request to return.
+    Paused sessions are parked (`lamps.vllm.parking`): counted by len() and listed by
+    iteration, never returned by peek_request()/pop_request(); `unpark()` queues one when its
+    next input arrives. `__bool__` is True when peek_request() has a request to return.
     """
 
     def __init__(
-        self, table: RequestTable, scorer: Scorer, queue_id: int, starvation_threshold: int
+        self, table: RequestTable, ranker: Ranker, queue_id: int, starvation_threshold: int
     ) -> None:
         if queue_id == NOT_QUEUED:
             raise ValueError("queue_id must differ from NOT_QUEUED")
         self._table = table
-        self._scorer = scorer
+        self._ranker = ranker
         self.queue_id = queue_id
         self._q = RankingQueue(starvation_threshold or None)
         self._by_handle: dict[int, Request] = {}
         self._handle_of: dict[str, int] = {}
-        self._parked: dict[str, Request] = {}
+        self._parked = ParkedSessions()
 
     @property
     def iteration(self) -> int:
@@ -48,11 +47,11 @@ class RankingRequestQueue(RequestQueue):
         return self._q.tick()
 
     def _push(self, request: Request) -> None:
-        if request.status == RequestStatus.WAITING_FOR_STREAMING_REQ:
-            self._parked[request.request_id] = request
+        if is_paused(request):
+            self._parked.park(request)
             return
         state = self._state(request)
-        score = self._scorer(request, state)
+        score = self._ranker(request, state)
         it = self._q.iteration
         # Popped and pushed back in the same iteration = skipped by this step's scan: the wait
         # (and its starvation count) goes on. Otherwise a new wait starts now.
@@ -105,8 +104,6 @@ class RankingRequestQueue(RequestQueue):
 
     def remove_request(self, request: Request) -> None:
         """Remove a specific request (ValueError when absent, as deque.remove)."""
-        if self._parked.pop(request.request_id, None) is not None:
-            return
         if not self.discard(request):
             raise ValueError(f"request {request.request_id!r} is not in this queue")
 
@@ -121,7 +118,7 @@ class RankingRequestQueue(RequestQueue):
         Works from the queue's own index, never from the side table: vLLM may free a request
         (and LAMPS forget its side state) before it removes the request from its queues.
         """
-        if self._parked.pop(request.request_id, None) is not None:
+        if self._parked.take(request):
             return True
         handle = self._handle_of.get(request.request_id)
         if handle is None or self._by_handle.get(handle) is not request:
@@ -132,7 +129,7 @@ class RankingRequestQueue(RequestQueue):
 
     def unpark(self, request: Request) -> bool:
         """Queue a parked request whose API call returned; False if it was not parked here."""
-        if self._parked.pop(request.request_id, None) is None:
+        if not self._parked.take(request):
             return False
         self._push(request)
         return True
@@ -144,7 +141,7 @@ class RankingRequestQueue(RequestQueue):
 
     def is_parked(self, request: Request) -> bool:
         """Whether the request is parked (paused API call) in this queue."""
-        return request.request_id in self._parked
+        return request in self._parked
 
     def rescore(self, scores: np.ndarray) -> None:
         """Re-key every queued request from `scores` (indexed by slot)."""
@@ -163,4 +160,4 @@ class RankingRequestQueue(RequestQueue):
         """Schedulable requests in pop order, then the parked ones."""
         for handle in self._q.ranked():
             yield self._by_handle[handle]
-        yield from list(self._parked.values())
+        yield from self._parked

@@ -26,14 +26,24 @@ class RequestState:
     pause_started: float | None = None
     # API duration the current pause was decided with.
     predicted_api_seconds: float = 0.0
-    # Context computed when a discard/swap freed the blocks; None while the blocks are held.
-    frontier: int | None = None
     # Bumped at every pause so stale re-decision deadlines can be recognised.
     pause_epoch: int = 0
     # Ranking-queue iteration the current wait started, and the one it was last popped in.
     waiting_since: int | None = None
     popped_at: int = -1
     promoted: bool = False
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    """What a request's score is computed from: its context and its predicted turn."""
+
+    context: int  # tokens in its sequence
+    pending: int  # of those, not computed yet
+    turn: int  # predicted output tokens of the current turn
+    output: int  # of those, still to produce (>= 1)
+    api_seconds: float  # predicted API call after the turn (0 = none)
+    return_tokens: int  # tokens that call returns
 
 
 class RequestTable:
@@ -55,7 +65,6 @@ class RequestTable:
             "turn": np.zeros(capacity, np.int64),
             "api": np.zeros(capacity, np.float64),
             "ret": np.zeros(capacity, np.int64),
-            "strategy": np.full(capacity, -1, np.int8),
             "where": np.zeros(capacity, np.int8),
             "scores": np.zeros(capacity, np.float64),
         }
@@ -66,6 +75,8 @@ class RequestTable:
         for name, arr in new.items():
             setattr(self, name, arr)
         self.offsets = np.arange(capacity + 1, dtype=np.int64)
+        # Every score lets the core choose the strategy of the request's next pause.
+        self.undecided = np.full(capacity, -1, np.int8)
 
     def __len__(self) -> int:
         return len(self._states)
@@ -96,21 +107,18 @@ class RequestTable:
             s = state.slot
             self.context[s] = self.pending[s] = self.output[s] = self.turn[s] = self.ret[s] = 0
             self.api[s] = 0.0
-            self.strategy[s] = -1
             self.where[s] = NOT_QUEUED
             self._free.append(s)
         return state
 
-    def set_columns(
-        self, slot: int, context: int, pending: int, output: int, api: float, ret: int, turn: int
-    ) -> None:
-        """Write one request's score inputs (`output` left of `turn` predicted this turn)."""
-        self.turn[slot] = turn
-        self.context[slot] = context
-        self.pending[slot] = pending
-        self.output[slot] = output
-        self.api[slot] = api
-        self.ret[slot] = ret
+    def set_inputs(self, slot: int, inputs: ScoreInputs) -> None:
+        """Record one request's score inputs, for the batch re-scores."""
+        self.turn[slot] = inputs.turn
+        self.context[slot] = inputs.context
+        self.pending[slot] = inputs.pending
+        self.output[slot] = inputs.output
+        self.api[slot] = inputs.api_seconds
+        self.ret[slot] = inputs.return_tokens
 
     def num_slots(self) -> int:
         """Slots handed out so far (free ones included)."""

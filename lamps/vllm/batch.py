@@ -1,0 +1,110 @@
+"""Estimates of the live batch that LAMPS' costs depend on, from the steps it has seen.
+
+Iteration time (measured between steps, else the cost model's), tokens per iteration, the
+KV blocks allocated per second, the context the running requests hold, and the fraction of a
+discarded context the prefix cache should still hold when the call returns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from vllm.v1.request import Request
+
+from lamps._core import BatchState
+
+# Longest gap between two steps still taken as one iteration's duration (idle gaps are not).
+MAX_ITERATION_SECONDS = 1.0
+
+
+def estimate_cached_tokens(
+    context_tokens: int,
+    block_size: int,
+    free_blocks: int,
+    api_seconds: float,
+    alloc_blocks_per_second: float,
+    prefix_caching: bool,
+) -> int:
+    """Tokens of a context freed now that the prefix cache should still hold after `api_seconds`.
+
+    vLLM's free-block queue is LRU: allocation takes blocks from its head, and freeing a request
+    appends its blocks at the tail in reverse order, so its *last* blocks are evicted first and
+    its prefix last. Only the blocks already free (`free_blocks`, all ahead of ours) shield it.
+    During the call the engine allocates about `alloc_blocks_per_second * api_seconds` blocks
+    (gross: blocks freed later queue behind ours and do not shield it), so of the request's full
+    blocks, `free_blocks + own - allocated` survive, clamped to [0, own]. Partial tail blocks
+    are never cached. Blocks freed by requests finishing during the call are not counted
+    (they queue behind ours), which keeps the estimate on the safe side.
+    """
+    if not prefix_caching or context_tokens <= 0 or block_size <= 0:
+        return 0
+    own = context_tokens // block_size
+    if not math.isfinite(api_seconds) or not math.isfinite(alloc_blocks_per_second):
+        return 0
+    allocated = max(alloc_blocks_per_second, 0.0) * max(api_seconds, 0.0)
+    surviving = min(max(free_blocks + own - allocated, 0.0), float(own))
+    return int(surviving) * block_size
+
+
+class BatchEstimator:
+    """Tracks the engine's steps and turns them into the `BatchState` costs are computed in."""
+
+    def __init__(self, cost: Any, block_size: int, prefix_caching: bool) -> None:
+        self._cost = cost
+        self.block_size = block_size
+        self.prefix_caching = prefix_caching
+        self.tokens_per_iteration = 0.0
+        self._seconds_per_iteration: float | None = None
+        self._last_step_at: float | None = None
+        self.state = BatchState()
+
+    def reset_clock(self) -> None:
+        """Forget the last step time (the clock was replaced)."""
+        self._last_step_at = None
+
+    def step_started(self, now: float) -> None:
+        """A step starts at `now`: the gap since the last one measures an iteration."""
+        if self._last_step_at is not None and self.tokens_per_iteration > 0:
+            dt = now - self._last_step_at
+            if 0 < dt <= MAX_ITERATION_SECONDS:
+                prev = self._seconds_per_iteration
+                self._seconds_per_iteration = dt if prev is None else prev + 0.1 * (dt - prev)
+        self._last_step_at = now
+
+    def step_scheduled(self, total_tokens: int) -> None:
+        """The step just scheduled `total_tokens` tokens."""
+        self.tokens_per_iteration = float(total_tokens)
+
+    def iteration_seconds(self) -> float:
+        """Seconds per engine iteration: measured, else the cost model's."""
+        if self._seconds_per_iteration is not None:
+            return self._seconds_per_iteration
+        return float(self._cost.iteration_seconds(self.tokens_per_iteration))
+
+    def alloc_blocks_per_second(self) -> float:
+        """KV blocks the engine allocates per second at the current pace."""
+        return self.tokens_per_iteration / self.block_size / max(self.iteration_seconds(), 1e-9)
+
+    def cached_tokens(self, context_tokens: int, free_blocks: int, api_seconds: float) -> int:
+        """Of a context released now, tokens the prefix cache should hold after the call."""
+        return estimate_cached_tokens(
+            context_tokens, self.block_size, free_blocks, api_seconds,
+            self.alloc_blocks_per_second(), self.prefix_caching,
+        )  # fmt: skip
+
+    def refresh(
+        self, running: Sequence[Request], free_blocks: int, typical_api_seconds: float
+    ) -> BatchState:
+        """Rebuild the batch state from the running requests; returns it."""
+        n = len(running)
+        held = float(sum(r.num_computed_tokens for r in running)) if n else 0.0
+        fraction = 0.0
+        if self.prefix_caching and n:
+            mean_context = int(held / n)
+            if mean_context >= self.block_size:
+                cached = self.cached_tokens(mean_context, free_blocks, typical_api_seconds)
+                fraction = cached / mean_context
+        self.state = BatchState(self.tokens_per_iteration, held, fraction)
+        return self.state

