@@ -79,7 +79,7 @@ class InferCeptPolicy(ReplayPolicy):
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
-        from lamps.replay.infercept import InferCeptScheduler
+        from lamps.baselines.infercept import InferCeptScheduler
 
         return InferCeptScheduler
 

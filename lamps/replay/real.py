@@ -126,7 +126,7 @@ def _engine_args(policy: ReplayPolicy, model_dir: Path, max_len: int) -> Any:
     scheduler_cls = None
     policy_name = "fcfs"
     if policy.name == "infercept":
-        scheduler_cls = "lamps.replay.infercept.InferCeptScheduler"
+        scheduler_cls = "lamps.baselines.infercept.InferCeptScheduler"
         policy_name = "priority"
         extra = {"infercept": {"cost_model": TINY_COST}}
     elif isinstance(policy, LampsPolicy):

@@ -69,8 +69,8 @@ def source_digest() -> str:
 def _import_everything() -> None:
     # Load every module a replay uses before the first job starts, so that sources edited
     # while a long replay runs cannot mix old and new code in one worker.
+    import lamps.baselines.infercept
     import lamps.replay.engine
-    import lamps.replay.infercept
     import lamps.replay.metrics
     import lamps.vllm
     import lamps.vllm.swap  # noqa: F401
