@@ -334,15 +334,23 @@ def test_log_line_reports_the_interval(make_vllm_scheduler: Any, caplog: Any) ->
     clock = FakeClock()
     sched.set_clock(clock)
     caplog.set_level(logging.INFO, logger="vllm.lamps")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("LAMPS: ")]
+
+    # Each session's pause leaves the engine idle: what happened is logged then, not lost.
     start_session(sched, api_seconds=1e5, rid="d")
+    assert len(lines()) == 1 and "pauses=1 preserve=0 discard=1 " in lines()[0]
     start_session(sched, api_seconds=0.0, rid="p")
+    assert len(lines()) == 2 and "pauses=1 preserve=1 discard=0 " in lines()[1]
+    run_step(sched)
+    assert len(lines()) == 2  # idle steps with nothing new log nothing
     clock.now += 6.0
     run_step(sched)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LAMPS: ")]
-    assert len(lines) == 1
+    assert len(lines()) == 3
     # "p" was predicted to return at once, so 6 s later it is re-decided and discarded too.
-    assert "pauses=2 preserve=1 discard=2 " in lines[0] and "redecided=1 " in lines[0]
-    assert "ranking_ms=" in lines[0] and "promotions=0" in lines[0]
+    assert "pauses=0 preserve=0 discard=1 " in lines()[2] and "redecided=1 " in lines()[2]
+    assert "ranking_ms=" in lines()[2] and "promotions=0" in lines()[2]
 
 
 # ----- regressions ----------------------------------------------------------------------------

@@ -268,6 +268,14 @@ class _LampsMixin(SchedulerHooks):
             f"paused={self.num_waiting_for_streaming_input}"
         )
 
+    def update_from_output(self, *args: Any, **kwargs: Any) -> Any:
+        busy = self.has_unfinished_requests()
+        outputs = super().update_from_output(*args, **kwargs)
+        if busy and not self.has_unfinished_requests():
+            # Going idle: no step comes to print what happened since the last line.
+            self._log.maybe_log(self._clock(), self._queues_summary(), force=True)
+        return outputs
+
     def shutdown(self) -> None:
         self._log.maybe_log(self._clock(), self._queues_summary(), force=True)
         super().shutdown()  # type: ignore[misc]

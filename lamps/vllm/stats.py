@@ -51,9 +51,9 @@ class LampsStats:
         return LampsStats(**{f.name: getattr(self, f.name) - getattr(earlier, f.name)
                              for f in fields(self)})  # fmt: skip
 
-    def any(self) -> bool:
-        """Whether any counter is non-zero."""
-        return any(getattr(self, f.name) for f in fields(self))
+    def any_event(self) -> bool:
+        """Whether any event was counted (the bookkeeping time is not an event)."""
+        return any(getattr(self, f.name) for f in fields(self) if f.name != "ranking_seconds")
 
     def log_fields(self) -> str:
         """`label=value` for every counter, in field order."""
@@ -85,7 +85,7 @@ class StatsLog:
             return
         self._last_at = now
         delta = self._stats.minus(self._logged)
-        if not delta.any():
+        if not delta.any_event():
             return
         self._logged = self._stats.copy()
         logger.info("LAMPS: %s | %s", queues, delta.log_fields())
