@@ -14,6 +14,21 @@ using lamps::swap::EngineStats;
 using lamps::swap::LayerSpec;
 using lamps::swap::SwapEngine;
 
+namespace {
+
+// The engine's reference to the Python object that owns its device memory (the KV cache
+// tensors). The engine may drop it from a thread that does not hold the GIL, so the release
+// takes it.
+lamps::swap::MemoryOwner memory_owner(py::object owner) {
+  if (owner.is_none()) return nullptr;
+  return lamps::swap::MemoryOwner(owner.release().ptr(), [](PyObject* held) {
+    py::gil_scoped_acquire gil;
+    Py_DECREF(held);
+  });
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_swap, m) {
   m.doc() = "LAMPS KV swap engine (CPU and CUDA backends)";
 
@@ -100,16 +115,23 @@ PYBIND11_MODULE(_swap, m) {
       .def("stats", &SwapEngine::stats);
 
   py::class_<CpuSwapEngine, SwapEngine>(m, "CpuSwapEngine")
-      .def(py::init<std::vector<LayerSpec>, std::int64_t>(), py::arg("layers"),
-           py::arg("num_host_blocks"))
+      .def(py::init([](std::vector<LayerSpec> layers, std::int64_t num_host_blocks,
+                       py::object owner) {
+             return std::make_unique<CpuSwapEngine>(std::move(layers), num_host_blocks,
+                                                    memory_owner(std::move(owner)));
+           }),
+           py::arg("layers"), py::arg("num_host_blocks"), py::arg("memory_owner") = py::none())
       .def("set_paused", &CpuSwapEngine::set_paused, py::arg("paused"));
 
   m.def(
       "make_cuda_engine",
-      [](std::vector<LayerSpec> layers, std::int64_t num_host_blocks, int device) {
-        return lamps::swap::make_cuda_engine(std::move(layers), num_host_blocks, device);
+      [](std::vector<LayerSpec> layers, std::int64_t num_host_blocks, int device,
+         py::object owner) {
+        return lamps::swap::make_cuda_engine(std::move(layers), num_host_blocks, device,
+                                             memory_owner(std::move(owner)));
       },
-      py::arg("layers"), py::arg("num_host_blocks"), py::arg("device") = 0);
+      py::arg("layers"), py::arg("num_host_blocks"), py::arg("device") = 0,
+      py::arg("memory_owner") = py::none());
 
   m.def("cuda_status", [] {
     const lamps::swap::CudaStatus status = lamps::swap::cuda_status();
