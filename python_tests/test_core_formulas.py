@@ -208,3 +208,32 @@ def test_no_call_request_scores_memory_times_time() -> None:
     cm = lamps.CostModel(1.0, 0.0, 100.0, 1e5, 10)
     got = lamps.score_request(100, 0, [lamps.Segment(10)], lamps.BatchState(), cm)
     assert got == pytest.approx((100 + 5) * 10 * 0.001)
+
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("batch", "cost"),
+    [
+        (lamps.BatchState(1e300), lamps.CostModel.profile("gptj-6b-a100")),  # huge batch
+        (lamps.BatchState(9.3e18), lamps.CostModel(1.0, 0.0, 1.0, 1e3)),  # just past 2**63
+        (lamps.BatchState(), lamps.CostModel(1.0, 1.0, 1.0, 1e300)),  # huge link bandwidth
+        (lamps.BatchState(), lamps.CostModel(1e-3, 1e9, 1e-300, 1e12)),  # tiny KV per token
+    ],
+    ids=["huge-batch", "past-2**63", "huge-link", "tiny-kv"],
+)
+def test_infercept_swap_budget_saturates_at_the_largest_int64(
+    batch: lamps.BatchState, cost: lamps.CostModel
+) -> None:
+    """Regression: budgets past 2**63 tokens were an unchecked cast (INT64_MIN on x86)."""
+    assert lamps.infercept_swap_budget_tokens(batch, cost) == INT64_MAX
+
+
+def test_infercept_swap_budget_below_the_limit_is_the_floor() -> None:
+    """Iteration of 6 tokens = 6 ms; 1e5 B/s x 6 ms / 100 B = 6 tokens; near 2**63 no wrap."""
+    toy = lamps.CostModel(1.0, 0.0, 100.0, 1e5, 10)
+    assert lamps.infercept_swap_budget_tokens(lamps.BatchState(6.0), toy) == 6
+    one_to_one = lamps.CostModel(1.0, 0.0, 1.0, 1e3)
+    budget = lamps.infercept_swap_budget_tokens(lamps.BatchState(9e18), one_to_one)
+    assert 8.999e18 < budget < INT64_MAX

@@ -9,6 +9,7 @@
 #include "lamps/batch_state.hpp"
 #include "lamps/cost_model.hpp"
 #include "lamps/errors.hpp"
+#include "lamps/limits.hpp"
 
 namespace lamps {
 
@@ -168,11 +169,10 @@ inline bool infercept_should_discard(const PausedRequest& request, const BatchSt
 }
 
 // InferCept swaps only what one iteration's compute can hide: tokens movable one way in the
-// time of the current iteration.
+// time of the current iteration. Saturates at INT64_MAX (an unbounded budget).
 inline std::int64_t infercept_swap_budget_tokens(const BatchState& batch, const CostModel& cost) {
   const double seconds = cost.iteration_seconds(batch.running_tokens_per_iteration);
-  return static_cast<std::int64_t>(
-      std::floor(seconds * cost.link_bytes_per_second() / cost.kv_bytes_per_token()));
+  return floor_to_count(seconds * cost.link_bytes_per_second() / cost.kv_bytes_per_token());
 }
 
 }  // namespace lamps
