@@ -30,20 +30,32 @@ std::uint64_t non_negative_count(std::int64_t value, const char* field) {
   return static_cast<std::uint64_t>(value);
 }
 
-std::string dtype_name(const py::array& array) { return py::str(array.dtype()).cast<std::string>(); }
-
-// A 1-D, C-contiguous NumPy column of exactly dtype T: read in place, never copied.
+// A 1-D, C-contiguous NumPy array of exactly dtype T, used in place. Never converted: a
+// converted copy would be read where the caller did not write, or (for `out`) written where the
+// caller never looks.
 template <typename T>
-const T* column(const py::array& array, const char* field, py::ssize_t length) {
+py::array array_column(py::handle value, const char* field) {
+  const std::string dtype = py::str(py::dtype::of<T>()).cast<std::string>();
+  if (!py::isinstance<py::array>(value)) {
+    throw py::type_error(std::string(field) + " must be a numpy array of dtype " + dtype +
+                         " (got " + Py_TYPE(value.ptr())->tp_name + ")");
+  }
+  auto array = py::reinterpret_borrow<py::array>(value);
   if (!array.dtype().is(py::dtype::of<T>())) {
-    throw py::type_error(std::string(field) + " must be a numpy array of dtype " +
-                         py::str(py::dtype::of<T>()).cast<std::string>() + " (got " +
-                         dtype_name(array) + ")");
+    throw py::type_error(std::string(field) + " must be a numpy array of dtype " + dtype +
+                         " (got " + py::str(array.dtype()).cast<std::string>() + ")");
   }
   if (array.ndim() != 1 || !(array.flags() & py::array::c_style)) {
     throw py::type_error(std::string(field) + " must be a 1-D C-contiguous array");
   }
-  if (length >= 0 && array.shape(0) != length) {
+  return array;
+}
+
+// An input column of exactly `length` elements, read in place.
+template <typename T>
+const T* column(py::handle value, const char* field, py::ssize_t length) {
+  const py::array array = array_column<T>(value, field);
+  if (array.shape(0) != length) {
     throw std::invalid_argument(std::string(field) + " must have length " +
                                 std::to_string(length) + " (got " + std::to_string(array.shape(0)) +
                                 ")");
@@ -51,35 +63,43 @@ const T* column(const py::array& array, const char* field, py::ssize_t length) {
   return static_cast<const T*>(array.data());
 }
 
-py::array_t<double> score_batch(const py::array& context_tokens,
-                                const py::array& pending_prefill_tokens,
-                                const py::array& segment_offsets, const py::array& output_tokens,
-                                const py::array& api_seconds, const py::array& return_tokens,
-                                const py::array& strategy, const lamps::BatchState& batch,
-                                const lamps::CostModel& cost, bool allow_swap,
-                                std::optional<py::array_t<double>> out) {
-  const py::ssize_t n = context_tokens.ndim() == 1 ? context_tokens.shape(0) : -1;
+// The caller's `out` array, written in place: float64, 1-D, C-contiguous, writeable, `length`
+// long. Anything else is a TypeError naming `out`, since no conversion could be written back.
+double* out_column(py::handle out, py::ssize_t length) {
+  py::array array = array_column<double>(out, "out");
+  if (array.shape(0) != length) {
+    throw py::type_error("out must have length " + std::to_string(length) + " (got " +
+                         std::to_string(array.shape(0)) + ")");
+  }
+  if (!array.writeable()) throw py::type_error("out must be writeable");
+  return static_cast<double*>(array.mutable_data());
+}
+
+py::object score_batch(py::handle context_tokens, py::handle pending_prefill_tokens,
+                       py::handle segment_offsets, py::handle output_tokens,
+                       py::handle api_seconds, py::handle return_tokens, py::handle strategy,
+                       const lamps::BatchState& batch, const lamps::CostModel& cost,
+                       bool allow_swap, py::object out) {
+  const py::array context = array_column<std::int64_t>(context_tokens, "context_tokens");
+  const py::ssize_t n = context.shape(0);
   const lamps::RequestColumns requests{
-      column<std::int64_t>(context_tokens, "context_tokens", -1),
+      static_cast<const std::int64_t*>(context.data()),
       column<std::int64_t>(pending_prefill_tokens, "pending_prefill_tokens", n),
       column<std::int64_t>(segment_offsets, "segment_offsets", n + 1), static_cast<std::size_t>(n)};
-  const py::ssize_t m = output_tokens.ndim() == 1 ? output_tokens.shape(0) : -1;
-  const lamps::SegmentColumns segments{column<std::int64_t>(output_tokens, "output_tokens", -1),
+  const py::array output = array_column<std::int64_t>(output_tokens, "output_tokens");
+  const py::ssize_t m = output.shape(0);
+  const lamps::SegmentColumns segments{static_cast<const std::int64_t*>(output.data()),
                                        column<double>(api_seconds, "api_seconds", m),
                                        column<std::int64_t>(return_tokens, "return_tokens", m),
                                        column<std::int8_t>(strategy, "strategy", m),
                                        static_cast<std::size_t>(m)};
-  py::array_t<double> result = out ? *out : py::array_t<double>(n);
-  if (out) {
-    column<double>(result, "out", n);
-    if (!result.writeable()) throw py::type_error("out must be writeable");
-  }
-  double* scores = result.mutable_data();
+  if (out.is_none()) out = py::array_t<double>(n);
+  double* scores = out_column(out, n);
   {
     py::gil_scoped_release release;
     lamps::score_batch(requests, segments, batch, cost, allow_swap, scores);
   }
-  return result;
+  return out;
 }
 
 }  // namespace
@@ -209,10 +229,11 @@ PYBIND11_MODULE(_core, m) {
       .def("update", &lamps::RankingQueue::update, "handle"_a, "score"_a, "Re-key one handle.")
       .def(
           "update_many",
-          [](lamps::RankingQueue& q, const py::array& handles, const py::array& scores) {
-            const std::int64_t* h = column<std::int64_t>(handles, "handles", -1);
-            const double* s = column<double>(scores, "scores", handles.shape(0));
-            q.update_many(h, s, static_cast<std::size_t>(handles.shape(0)));
+          [](lamps::RankingQueue& q, py::handle handles, py::handle scores) {
+            const py::array h = array_column<std::int64_t>(handles, "handles");
+            const double* s = column<double>(scores, "scores", h.shape(0));
+            q.update_many(static_cast<const std::int64_t*>(h.data()), s,
+                          static_cast<std::size_t>(h.shape(0)));
           },
           "handles"_a, "scores"_a, "Re-key many handles at once (int64 and float64 arrays).")
       .def(

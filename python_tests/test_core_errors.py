@@ -136,6 +136,50 @@ def test_score_batch_rejects_a_read_only_out() -> None:
         lamps.score_batch(**_columns(), batch=lamps.BatchState(), cost=GPTJ, out=out)
 
 
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        (np.zeros(2, dtype=np.float32), "out must be a numpy array of dtype float64"),
+        (np.zeros(2, dtype=np.int64), "out must be a numpy array of dtype float64"),
+        (np.zeros(3), "out must have length 2"),
+        (np.zeros((2, 1)), "out must be a 1-D C-contiguous array"),
+        (np.zeros(4)[::2], "out must be a 1-D C-contiguous array"),
+        ([0.0, 0.0], r"out must be a numpy array of dtype float64 \(got list\)"),
+    ],
+    ids=["float32", "int64", "length", "2-D", "strided", "list"],
+)
+def test_score_batch_refuses_an_out_it_cannot_write_in_place(out: object, message: str) -> None:
+    """Regression: a float32 `out` was converted and the scores written into the temporary."""
+    with pytest.raises(TypeError, match=message):
+        lamps.score_batch(**_columns(), batch=lamps.BatchState(), cost=GPTJ, out=out)
+
+
+@pytest.mark.parametrize("column", list(_columns()))
+def test_score_batch_reads_only_numpy_arrays_in_place(column: str) -> None:
+    """A list is not converted behind the caller's back: the column is named."""
+    columns = _columns()
+    columns[column] = columns[column].tolist()
+    with pytest.raises(
+        TypeError, match=rf"{column} must be a numpy array of dtype \w+ \(got list\)"
+    ):
+        lamps.score_batch(**columns, batch=lamps.BatchState(), cost=GPTJ)
+
+
+def test_update_many_reads_only_numpy_arrays_in_place() -> None:
+    """Handles and scores must be int64 and float64 arrays, not lists."""
+    q = lamps.RankingQueue()
+    q.push(0, 1.0, 0.0)
+    with pytest.raises(
+        TypeError, match=r"handles must be a numpy array of dtype int64 \(got list\)"
+    ):
+        q.update_many([0], np.array([2.0]))
+    with pytest.raises(
+        TypeError, match=r"scores must be a numpy array of dtype float64 \(got list\)"
+    ):
+        q.update_many(np.array([0]), [2.0])
+    assert q.score(0) == 1.0
+
+
 def test_queue_errors() -> None:
     """Empty pops, unknown and duplicate handles, bad scores and bad handles."""
     q = lamps.RankingQueue()
