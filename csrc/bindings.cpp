@@ -12,6 +12,7 @@
 #include "lamps/batch_state.hpp"
 #include "lamps/cost_model.hpp"
 #include "lamps/errors.hpp"
+#include "lamps/limits.hpp"
 #include "lamps/ranking_queue.hpp"
 #include "lamps/score.hpp"
 #include "lamps/score_batch.hpp"
@@ -114,6 +115,9 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(PyExc_KeyError, e.what());
     }
   });
+
+  m.attr("MAX_TOKENS") = static_cast<std::int64_t>(lamps::kMaxTokens);
+  m.attr("MAX_SCORE") = lamps::kMaxScore;
 
   py::native_enum<lamps::Strategy>(m, "Strategy", "enum.IntEnum",
                                    "How a paused request's KV cache is handled during an API call.")

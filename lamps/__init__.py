@@ -5,6 +5,8 @@ Scores and waste are in token-seconds: KV tokens held times seconds held.
 """
 
 from lamps._core import (
+    MAX_SCORE,
+    MAX_TOKENS,
     BatchState,
     CostModel,
     PausedRequest,
@@ -24,6 +26,8 @@ from lamps._core import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_SCORE",
+    "MAX_TOKENS",
     "BatchState",
     "CostModel",
     "PausedRequest",

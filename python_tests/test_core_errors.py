@@ -29,6 +29,24 @@ def test_cost_model_rejects_out_of_range_coefficients(args: tuple, field: str) -
         lamps.CostModel(*args)
 
 
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ((0.04, 1e307, 1e5, 1e10), "c_ms"),
+        ((1e300, 10, 1e5, 1e10), "a_ms_per_token"),
+        ((0.04, 10, 1e300, 1e-3), "kv_bytes_per_token / link_bytes_per_second"),
+        ((0.04, 10, 1e5, 1e-300), "kv_bytes_per_token / link_bytes_per_second"),
+        ((0.04, 10, 1e5, 1e10, 2**53 + 1), "saturation_tokens"),
+    ],
+)
+def test_cost_model_rejects_coefficients_that_cannot_give_finite_scores(
+    args: tuple, field: str
+) -> None:
+    """Regression: c_ms=1e307 was accepted, then every score overflowed to infinity."""
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        lamps.CostModel(*args)
+
+
 def test_cost_model_rejects_zero_saturation_and_unknown_profile() -> None:
     """Saturation below one token, or a profile that does not exist, is refused."""
     with pytest.raises(ValueError, match="saturation_tokens"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import reference as ref
@@ -237,3 +239,30 @@ def test_infercept_swap_budget_below_the_limit_is_the_floor() -> None:
     one_to_one = lamps.CostModel(1.0, 0.0, 1.0, 1e3)
     budget = lamps.infercept_swap_budget_tokens(lamps.BatchState(9e18), one_to_one)
     assert 8.999e18 < budget < INT64_MAX
+
+
+def test_scores_and_wastes_saturate_at_the_largest_finite_float() -> None:
+    """Regression: finite inputs (a 1e300-second call) scored inf, which a queue refuses."""
+    gptj = lamps.CostModel.profile("gptj-6b-a100")
+    batch = lamps.BatchState(1e15, 1e15)
+    t = float(2**53)
+    preserved = [lamps.Segment(t, 1e300, t, lamps.Strategy.PRESERVE)]
+    score = lamps.score_request(t, 0, preserved, batch, gptj)
+    assert score == sys.float_info.max
+    queue = lamps.RankingQueue()
+    queue.push(0, score, 0.0)
+    assert queue.score(0) == sys.float_info.max
+    assert lamps.preserve_waste(lamps.PausedRequest(t, 0, 1e300), batch, gptj) == score
+    assert lamps.swap_waste(lamps.PausedRequest(1e300, 0, 1.0), batch, gptj) == score
+    scores = lamps.score_batch(
+        np.array([2**62], dtype=np.int64),
+        np.array([2**62], dtype=np.int64),
+        np.array([0, 1], dtype=np.int64),
+        np.array([2**62], dtype=np.int64),
+        np.array([1e300]),
+        np.array([2**62], dtype=np.int64),
+        np.array([int(lamps.Strategy.PRESERVE)], dtype=np.int8),
+        batch,
+        gptj,
+    )
+    assert scores.tolist() == [score]

@@ -49,6 +49,18 @@ def test_bad_values_name_the_key(values: dict, key: str) -> None:
         LampsConfig.load({"lamps": values}, environ={})
 
 
+def test_a_cost_model_that_cannot_score_is_refused_at_load() -> None:
+    """Regression: c_ms=1e307 passed validation, then the first request failed in add_request."""
+    huge = {
+        "a_ms_per_token": 0.04,
+        "c_ms": 1e307,
+        "kv_bytes_per_token": 1e5,
+        "link_bytes_per_second": 1e10,
+    }
+    with pytest.raises(ValueError, match=r"'cost_model': c_ms must be <="):
+        LampsConfig.load({"lamps": {"cost_model": huge}}, environ={})
+
+
 def test_bad_env_and_file_name_the_source(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="LAMPS_RANKING"):
         LampsConfig.load({}, environ={"LAMPS_RANKING": "maybe"})

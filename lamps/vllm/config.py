@@ -45,6 +45,10 @@ class LampsConfig:
             )
         if self.cost_model is not None:
             object.__setattr__(self, "cost_model", _validate_cost_model(self.cost_model))
+            try:  # the core's own bounds: coefficients that can still give finite scores
+                self.make_cost_model()
+            except ValueError as e:
+                raise ValueError(f"lamps config 'cost_model': {e}") from e
         _check_int(self.starvation_threshold, "starvation_threshold", minimum=0)
         _check_bool(self.ranking, "ranking")
         _check_int(self.rescore_interval, "rescore_interval", minimum=1)

@@ -93,22 +93,25 @@ class WasteModel {
     return cost_.seconds_per_token() * compute_tokens * batch_.running_context_tokens;
   }
 
+  // Wastes saturate at kMaxScore (limits.hpp).
+
   // W_p: the context sits idle in GPU memory for the whole call.
   double preserve(const PausedRequest& request) const {
-    return request.api_seconds * request.context_tokens;
+    return saturate(request.api_seconds * request.context_tokens);
   }
 
   // W_d: only the tokens the prefix cache lost are recomputed, chunked into the spare budget,
   // and every other running request is slowed by the extra tokens of each chunk.
   double discard(const PausedRequest& request) const {
     const double recompute = request.context_tokens - request.cached_tokens;
-    return rebuild_area(request.cached_tokens, recompute) + rebuild_slowdown_area(recompute);
+    return saturate(rebuild_area(request.cached_tokens, recompute) +
+                    rebuild_slowdown_area(recompute));
   }
 
   // W_s: out and back in over the link, stalling the batch's memory (the request's own included).
   double swap(const PausedRequest& request) const {
-    return 2.0 * swap_seconds(request.context_tokens) *
-           (batch_.running_context_tokens + request.context_tokens);
+    return saturate(2.0 * swap_seconds(request.context_tokens) *
+                    (batch_.running_context_tokens + request.context_tokens));
   }
 
   // LAMPS: the strategy of least waste; ties prefer Preserve, then Discard (no data movement).
