@@ -76,6 +76,7 @@ py::object score_batch(py::handle context_tokens, py::handle pending_prefill_tok
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "LAMPS scheduling core: cost model, waste, memory-over-time score, ranking queue.";
+  m.attr("__version__") = LAMPS_VERSION;
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {

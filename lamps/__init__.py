@@ -23,6 +23,8 @@ from lamps._core import (
     swap_waste,
 )
 
+# The package version, written only here: pyproject.toml reads it (scikit-build-core's regex
+# provider) and the build passes it to the extensions (lamps._core.__version__).
 __version__ = "0.1.0"
 
 __all__ = [

@@ -40,6 +40,7 @@ using Layers = Arg<std::vector<LayerSpec>>;
 
 PYBIND11_MODULE(_swap, m) {
   m.doc() = "LAMPS KV swap engine (CPU and CUDA backends)";
+  m.attr("__version__") = LAMPS_VERSION;
 
   py::register_exception<lamps::swap::SwapError>(m, "SwapError", PyExc_RuntimeError);
   // Registered after SwapError so pybind11 tries the derived types first.
