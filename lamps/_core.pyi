@@ -6,6 +6,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+__version__: str
+
 MAX_TOKENS: int
 """2**53: in-range token counts go up to here (CostModel's coefficient bounds assume it)."""
 MAX_SCORE: float

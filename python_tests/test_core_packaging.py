@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import enum
 import importlib.metadata
+import importlib.resources
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -43,3 +48,45 @@ def test_pybind11_requirement_is_the_one_the_bindings_need() -> None:
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
     assert "pybind11>=3.0" in requires
     assert re.search(r'"pybind11>=3\.0"', (ROOT / "scripts" / "setup-env").read_text())
+
+
+@pytest.mark.parametrize("name", ["_core.pyi", "_swap.pyi", "py.typed"])
+def test_type_stubs_are_installed(name: str) -> None:
+    """Both extensions are typed for users of the installed package (PEP 561)."""
+    assert (importlib.resources.files("lamps") / name).is_file()
+
+
+def _public(names: Iterable[str]) -> set[str]:
+    return {n for n in names if not n.startswith("_") or n == "__version__"}
+
+
+def _stub_names(body: list[ast.stmt]) -> set[str]:
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return _public(names)
+
+
+@pytest.mark.parametrize("module", [_core, _swap], ids=lambda m: m.__name__)
+def test_stubs_name_everything_the_extension_has(module: ModuleType) -> None:
+    """Every public class, function, exception and member of the extension is in its stub."""
+    stub = importlib.resources.files("lamps") / f"{module.__name__.rsplit('.', 1)[1]}.pyi"
+    tree = ast.parse(stub.read_text())
+    assert _stub_names(tree.body) == _public(dir(module)) - {"annotations"}
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    for name, node in classes.items():
+        runtime = getattr(module, name)
+        if issubclass(runtime, BaseException | enum.Enum):
+            continue  # members come from the Python base class
+        inherited = set().union(*(dir(base) for base in runtime.__mro__[1:]))
+        own = _public(set(dir(runtime)) - inherited | set(vars(runtime)) - {"__init__"})
+        stubbed = _stub_names(node.body)
+        for base in runtime.__mro__[1:]:
+            if base.__name__ in classes:
+                stubbed |= _stub_names(classes[base.__name__].body)
+        assert own <= stubbed, f"{name}: {sorted(own - stubbed)} missing from the stub"
