@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <string>
 #include <limits>
 #include <stdexcept>
 
@@ -30,6 +32,33 @@ TEST(CostModel, UnknownProfileNamesTheKnownOnes) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("gptj-6b-a100"), std::string::npos);
   }
+}
+
+std::string construction_error(double a, double c, double kv, double link, std::int64_t s) {
+  try {
+    lamps::CostModel(a, c, kv, link, s, "x");
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// Regression: c_ms = 1e307 passed validation, then every score overflowed to infinity and the
+// first request failed in the scheduler. Coefficients that cannot give finite scores for
+// in-range inputs are refused up front, naming the field.
+TEST(CostModel, RejectsCoefficientsThatCannotGiveFiniteScores) {
+  EXPECT_NE(construction_error(0.04, 1e307, 1e5, 1e10, 384).find("c_ms"), std::string::npos);
+  EXPECT_NE(construction_error(1e300, 10, 1e5, 1e10, 384).find("a_ms_per_token"),
+            std::string::npos);
+  // KV bytes over link bandwidth: seconds to swap one token.
+  EXPECT_NE(construction_error(0.04, 10, 1e300, 1e-3, 384).find("kv_bytes_per_token"),
+            std::string::npos);
+  EXPECT_NE(construction_error(0.04, 10, 1e5, 1e-300, 384).find("link_bytes_per_second"),
+            std::string::npos);
+  const std::int64_t past_2_53 = (std::int64_t{1} << 53) + 1;
+  EXPECT_NE(construction_error(0.04, 10, 1e5, 1e10, past_2_53).find("saturation_tokens"),
+            std::string::npos);
+  EXPECT_EQ(construction_error(0.04, 1e9, 1e5, 1e10, std::int64_t{1} << 53), "no error");
 }
 
 TEST(CostModel, RejectsOutOfRangeCoefficientsNamingTheField) {

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -42,6 +43,58 @@ TEST(Score, ALongPreservedCallRanksBehindALongerPlainRequest) {
   const lamps::Segment long_plain{200, 0, 0, std::nullopt};
   EXPECT_GT(lamps::score_request(500, 0, short_with_call.data(), 2, {}, kToy, true),
             lamps::score_request(500, 0, &long_plain, 1, {}, kToy, true));
+}
+
+// Regression: finite inputs gave infinite scores (and wastes), which the ranking queue then
+// refused. They saturate at the largest finite double instead.
+TEST(Score, SaturatesAtTheLargestFiniteDoubleInsteadOfOverflowing) {
+  constexpr double kMax = std::numeric_limits<double>::max();
+  const lamps::CostModel gptj = lamps::profile("gptj-6b-a100");
+  const double t = 9007199254740992.0;  // 2^53 tokens
+  const lamps::BatchState batch{1e15, 1e15, 0.0};
+  const lamps::Segment year_long_call{t, 1e300, t, lamps::Strategy::Preserve};
+  EXPECT_EQ(lamps::score_request(t, 0, &year_long_call, 1, batch, gptj, true), kMax);
+  // Left to choose, LAMPS discards rather than hold 2^54 tokens for 1e300 s: finite, not capped.
+  const lamps::Segment chosen{t, 1e300, t, std::nullopt};
+  EXPECT_LT(lamps::score_request(t, 0, &chosen, 1, batch, gptj, true), kMax);
+  EXPECT_EQ(lamps::preserve_waste({t, 0, 1e300}, batch, gptj), kMax);
+  EXPECT_EQ(lamps::discard_waste({1e300, 0, 1.0}, {0.0, 1e300, 0.0}, gptj), kMax);
+  EXPECT_EQ(lamps::swap_waste({1e300, 0, 1.0}, batch, gptj), kMax);
+
+  const std::int64_t huge = std::int64_t{1} << 62;
+  const std::vector<std::int64_t> context = {huge}, pending = {huge}, offsets = {0, 1};
+  const std::vector<std::int64_t> output = {huge}, returned = {huge};
+  const std::vector<double> api = {1e300};
+  const std::vector<std::int8_t> strategy = {0};  // preserve
+  double out = 0;
+  lamps::score_batch({context.data(), pending.data(), offsets.data(), 1},
+                     {output.data(), api.data(), returned.data(), strategy.data(), 1}, batch, gptj,
+                     true, &out);
+  EXPECT_EQ(out, kMax);
+}
+
+// The coefficient bounds keep in-range requests (tokens up to 2^53, a few segments) far from
+// saturation even at the largest coefficients CostModel accepts.
+TEST(Score, InRangeRequestsStayFiniteAtTheLargestAcceptedCoefficients) {
+  const double t = lamps::kMaxTokens;
+  const lamps::CostModel largest(lamps::kMaxAMsPerToken, lamps::kMaxCMs,
+                                 lamps::kMaxSwapSecondsPerToken, 1.0,
+                                 static_cast<std::int64_t>(t), "largest");
+  const lamps::BatchState batch{t, t, 0.5};
+  for (const auto strategy : {lamps::Strategy::Preserve, lamps::Strategy::Discard,
+                              lamps::Strategy::Swap}) {
+    const std::vector<lamps::Segment> segments = {
+        {t, 1.0, t, strategy}, {t, 1.0, t, std::nullopt}, {t, 0.0, 0.0, std::nullopt}};
+    const double score = lamps::score_request(t, t, segments.data(), 3, batch, largest, true);
+    EXPECT_LT(score, lamps::kMaxScore / 1e6) << static_cast<int>(strategy);
+    EXPECT_LT(lamps::swap_waste({t, 0, 1.0}, batch, largest), lamps::kMaxScore / 1e6);
+    EXPECT_LT(lamps::discard_waste({t, 0, 1.0}, batch, largest), lamps::kMaxScore / 1e6);
+  }
+  EXPECT_THROW(lamps::CostModel(lamps::kMaxAMsPerToken * 1.01, 0, 1, 1, 1, "x"),
+               std::invalid_argument);
+  EXPECT_THROW(lamps::CostModel(1, lamps::kMaxCMs * 1.01, 1, 1, 1, "x"), std::invalid_argument);
+  EXPECT_THROW(lamps::CostModel(1, 0, lamps::kMaxSwapSecondsPerToken * 1.01, 1, 1, "x"),
+               std::invalid_argument);
 }
 
 TEST(ScoreBatch, MatchesScoreRequestPerRequest) {

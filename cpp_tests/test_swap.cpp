@@ -3,6 +3,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -305,6 +307,39 @@ TEST(CpuSwapEngine, DestructorDrainsInFlightTransfers) {
   engine->swap_out("r", {1, 2});
   engine.reset();  // must not hang or touch freed memory
   SUCCEED();
+}
+
+// Threads of this process (Linux): the copier threads an engine has not joined yet show here.
+std::ptrdiff_t thread_count() {
+  const std::filesystem::directory_iterator tasks("/proc/self/task");
+  return std::distance(std::filesystem::begin(tasks), std::filesystem::end(tasks));
+}
+
+// Regression: an engine dropped with a copy in flight must not let the KV cache it copies be
+// freed before its copiers stop (Python freed the tensors first: heap-use-after-free, SIGSEGV).
+// The engine owns the memory's owner and releases it only after its copier threads are joined.
+TEST(CpuSwapEngine, KeepsTheDeviceMemoryAliveUntilItsCopiersAreJoined) {
+#ifndef __linux__
+  GTEST_SKIP() << "counts threads through /proc/self/task";
+#endif
+  const std::ptrdiff_t threads_before = thread_count();
+  std::ptrdiff_t threads_at_release = -1;
+  auto* cache = new FakeCache(8, 64, 64 * 1024, 29);  // 32 MiB: still copying when dropped
+  std::vector<LayerSpec> specs = cache->specs();
+  std::shared_ptr<const void> owner(cache, [&threads_at_release](const FakeCache* c) {
+    threads_at_release = thread_count();
+    delete c;
+  });
+  const std::weak_ptr<const void> watch = owner;
+  auto engine = std::make_unique<CpuSwapEngine>(std::move(specs), 64, std::move(owner));
+  EXPECT_EQ(thread_count(), threads_before + 2);  // the two copiers
+  std::vector<std::int64_t> all(64);
+  for (std::int64_t b = 0; b < 64; ++b) all[static_cast<std::size_t>(b)] = b;
+  engine->swap_out("r", all);
+  EXPECT_FALSE(watch.expired()) << "the engine must keep the KV cache it copies alive";
+  engine.reset();
+  EXPECT_TRUE(watch.expired());
+  EXPECT_EQ(threads_at_release, threads_before) << "memory released before the copiers stopped";
 }
 
 TEST(CudaSwapEngine, ReportsWhyItIsUnavailableOrRoundTrips) {

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "lamps/waste.hpp"
 
@@ -85,6 +87,23 @@ TEST(Strategy, InferceptDiscardsOnceRecomputeIsCheaperThanTheRemainingWait) {
 TEST(Strategy, InferceptSwapBudgetHidesBehindOneIteration) {
   // Iteration of 6 tokens = 6 ms; 1e5 B/s x 6 ms / 100 B = 6 tokens.
   EXPECT_EQ(lamps::infercept_swap_budget_tokens({6.0, 0.0, 0.0}, kToy), 6);
+}
+
+// Regression: the budget was a double cast to int64 unchecked (undefined behaviour; x86 gave
+// INT64_MIN, "swap nothing", for the largest budgets).
+TEST(Strategy, InferceptSwapBudgetSaturatesAtTheLargestInt64) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  // An iteration of 1e300 tokens lasts ~1e297 s: far more tokens than int64 counts could move.
+  EXPECT_EQ(lamps::infercept_swap_budget_tokens({1e300, 0.0, 0.0}, kToy), kMax);
+  // A link of 1e300 B/s moving 1-byte tokens.
+  const lamps::CostModel huge_link(1.0, 1.0, 1.0, 1e300, 10, "huge-link");
+  EXPECT_EQ(lamps::infercept_swap_budget_tokens({}, huge_link), kMax);
+  // One token a token: just below 2^63 the budget is still the floor, at 2^63 it saturates.
+  const lamps::CostModel one_to_one(1.0, 0.0, 1.0, 1e3, 10, "one-to-one");
+  const std::int64_t below = lamps::infercept_swap_budget_tokens({9e18, 0.0, 0.0}, one_to_one);
+  EXPECT_GT(below, std::int64_t{8'999'999'000'000'000'000});
+  EXPECT_LT(below, kMax);
+  EXPECT_EQ(lamps::infercept_swap_budget_tokens({9.3e18, 0.0, 0.0}, one_to_one), kMax);
 }
 
 TEST(Validation, PausedRequestRejectsMoreCachedThanContext) {

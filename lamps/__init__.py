@@ -5,6 +5,8 @@ Scores and waste are in token-seconds: KV tokens held times seconds held.
 """
 
 from lamps._core import (
+    MAX_SCORE,
+    MAX_TOKENS,
     BatchState,
     CostModel,
     PausedRequest,
@@ -21,9 +23,13 @@ from lamps._core import (
     swap_waste,
 )
 
+# The package version, written only here: pyproject.toml reads it (scikit-build-core's regex
+# provider) and the build passes it to the extensions (lamps._core.__version__).
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_SCORE",
+    "MAX_TOKENS",
     "BatchState",
     "CostModel",
     "PausedRequest",

@@ -6,6 +6,13 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+__version__: str
+
+MAX_TOKENS: int
+"""2**53: in-range token counts go up to here (CostModel's coefficient bounds assume it)."""
+MAX_SCORE: float
+"""The largest score or waste reported (sys.float_info.max): larger results saturate here."""
+
 class Strategy(enum.IntEnum):
     """How a paused request's KV cache is handled during an API call."""
 
@@ -14,7 +21,13 @@ class Strategy(enum.IntEnum):
     SWAP = 2
 
 class CostModel:
-    """Iteration time a*n + c ms for n tokens, and host-link swap time."""
+    """Iteration time a*n + c ms for n tokens, and host-link swap time.
+
+    Raises ValueError naming the coefficient when one is not finite and positive (c_ms: >= 0),
+    or is so large that requests of up to MAX_TOKENS tokens could not score finitely
+    (a_ms_per_token <= ~5.7e253, c_ms <= ~5.2e269, kv_bytes_per_token / link_bytes_per_second
+    <= ~5.7e250 s/token), or saturation_tokens is not in [1, MAX_TOKENS].
+    """
 
     def __init__(
         self,
@@ -126,7 +139,7 @@ def score_request(
     cost: CostModel,
     allow_swap: bool = True,
 ) -> float:
-    """Memory-over-time score (token-seconds) of one request."""
+    """Memory-over-time score (token-seconds) of one request; saturates at MAX_SCORE."""
 
 def score_batch(
     context_tokens: npt.NDArray[np.int64],
@@ -141,7 +154,12 @@ def score_batch(
     allow_swap: bool = True,
     out: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Scores of many requests from column arrays, read in place (zero-copy)."""
+    """Scores of many requests from column arrays, read in place (zero-copy).
+
+    Scores saturate at MAX_SCORE. Every array must be a 1-D C-contiguous numpy array of exactly
+    the annotated dtype (TypeError naming it otherwise); `out`, when given, must also be
+    writeable and have len(context_tokens) elements, and is returned.
+    """
 
 class RankingQueue:
     """Indexed min-heap of handles by score, with starvation prevention."""
@@ -169,9 +187,7 @@ class RankingQueue:
         """Remove a queued handle."""
     def update(self, handle: int, score: float) -> None:
         """Re-key one handle."""
-    def update_many(
-        self, handles: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]
-    ) -> None:
+    def update_many(self, handles: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> None:
         """Re-key many handles at once (int64 and float64 arrays)."""
     def tick(self, iterations: int = 1) -> int:
         """Advance the iteration clock; returns the number promoted."""

@@ -184,17 +184,20 @@ class SwapEngine:
                 seen[key] = len(specs)
                 specs.append(spec)
             self._layer_index[name] = seen[key]
-        # The engine holds raw addresses: keep the tensors alive as long as it is.
+        # The engine copies through raw addresses, so it owns the tensors (`memory_owner`) and
+        # releases them only after its copies have stopped; a reference held here could be
+        # dropped first when this object is collected, freeing memory a copier still touches.
         self._tensors = list(named.values())
+        owner = tuple(self._tensors)
         self._backend = backend
         if backend == "cuda":
             reason = backend_status()["cuda"]
             if reason is not None:
                 raise SwapError(reason)
             index = getattr(next(iter(named.values())).device, "index", None)
-            self._engine = _swap.make_cuda_engine(specs, num_host_blocks, index or 0)
+            self._engine = _swap.make_cuda_engine(specs, num_host_blocks, index or 0, owner)
         else:
-            self._engine = _swap.CpuSwapEngine(specs, num_host_blocks)
+            self._engine = _swap.CpuSwapEngine(specs, num_host_blocks, owner)
 
     @property
     def backend(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import reference as ref
@@ -208,3 +210,59 @@ def test_no_call_request_scores_memory_times_time() -> None:
     cm = lamps.CostModel(1.0, 0.0, 100.0, 1e5, 10)
     got = lamps.score_request(100, 0, [lamps.Segment(10)], lamps.BatchState(), cm)
     assert got == pytest.approx((100 + 5) * 10 * 0.001)
+
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("batch", "cost"),
+    [
+        (lamps.BatchState(1e300), lamps.CostModel.profile("gptj-6b-a100")),  # huge batch
+        (lamps.BatchState(9.3e18), lamps.CostModel(1.0, 0.0, 1.0, 1e3)),  # just past 2**63
+        (lamps.BatchState(), lamps.CostModel(1.0, 1.0, 1.0, 1e300)),  # huge link bandwidth
+        (lamps.BatchState(), lamps.CostModel(1e-3, 1e9, 1e-300, 1e12)),  # tiny KV per token
+    ],
+    ids=["huge-batch", "past-2**63", "huge-link", "tiny-kv"],
+)
+def test_infercept_swap_budget_saturates_at_the_largest_int64(
+    batch: lamps.BatchState, cost: lamps.CostModel
+) -> None:
+    """Regression: budgets past 2**63 tokens were an unchecked cast (INT64_MIN on x86)."""
+    assert lamps.infercept_swap_budget_tokens(batch, cost) == INT64_MAX
+
+
+def test_infercept_swap_budget_below_the_limit_is_the_floor() -> None:
+    """Iteration of 6 tokens = 6 ms; 1e5 B/s x 6 ms / 100 B = 6 tokens; near 2**63 no wrap."""
+    toy = lamps.CostModel(1.0, 0.0, 100.0, 1e5, 10)
+    assert lamps.infercept_swap_budget_tokens(lamps.BatchState(6.0), toy) == 6
+    one_to_one = lamps.CostModel(1.0, 0.0, 1.0, 1e3)
+    budget = lamps.infercept_swap_budget_tokens(lamps.BatchState(9e18), one_to_one)
+    assert 8.999e18 < budget < INT64_MAX
+
+
+def test_scores_and_wastes_saturate_at_the_largest_finite_float() -> None:
+    """Regression: finite inputs (a 1e300-second call) scored inf, which a queue refuses."""
+    gptj = lamps.CostModel.profile("gptj-6b-a100")
+    batch = lamps.BatchState(1e15, 1e15)
+    t = float(2**53)
+    preserved = [lamps.Segment(t, 1e300, t, lamps.Strategy.PRESERVE)]
+    score = lamps.score_request(t, 0, preserved, batch, gptj)
+    assert score == sys.float_info.max
+    queue = lamps.RankingQueue()
+    queue.push(0, score, 0.0)
+    assert queue.score(0) == sys.float_info.max
+    assert lamps.preserve_waste(lamps.PausedRequest(t, 0, 1e300), batch, gptj) == score
+    assert lamps.swap_waste(lamps.PausedRequest(1e300, 0, 1.0), batch, gptj) == score
+    scores = lamps.score_batch(
+        np.array([2**62], dtype=np.int64),
+        np.array([2**62], dtype=np.int64),
+        np.array([0, 1], dtype=np.int64),
+        np.array([2**62], dtype=np.int64),
+        np.array([1e300]),
+        np.array([2**62], dtype=np.int64),
+        np.array([int(lamps.Strategy.PRESERVE)], dtype=np.int8),
+        batch,
+        gptj,
+    )
+    assert scores.tolist() == [score]

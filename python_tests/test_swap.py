@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -321,6 +325,39 @@ def test_shared_layers_are_copied_once_and_tensors_kept_alive() -> None:
     engine.swap_in("r", [0, 1])
     engine.wait("r")
     assert torch.equal(engine._tensors[0][[0, 1]], expected)
+
+
+def test_dropping_an_engine_mid_copy_keeps_its_tensors_until_the_copiers_stop(
+    tmp_path: Path,
+) -> None:
+    """Regression: the tensors were freed before the copier threads were joined (SIGSEGV).
+
+    Runs in a subprocess (in an empty directory, so it imports the installed package) so that a
+    crash fails this test instead of killing the test runner.
+    Tensors of 64 MiB are mmapped by the allocator, so a freed one is unmapped at once.
+    """
+    script = textwrap.dedent(
+        """
+        import torch
+        from lamps.swap import SwapEngine
+
+        for _ in range(5):
+            caches = [torch.ones(64, 1 << 18) for _ in range(2)]  # 64 blocks of 1 MiB a layer
+            engine = SwapEngine(caches, num_host_blocks=64)
+            del caches
+            engine.swap_out("r", list(range(64)))
+            del engine  # the copy is still in flight
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"exit status {result.returncode}: {result.stderr[-2000:]}"
 
 
 @pytest.mark.skipif(

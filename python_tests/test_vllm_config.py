@@ -49,6 +49,67 @@ def test_bad_values_name_the_key(values: dict, key: str) -> None:
         LampsConfig.load({"lamps": values}, environ={})
 
 
+COST_MODEL = {
+    "a_ms_per_token": 0.04,
+    "c_ms": 10.0,
+    "kv_bytes_per_token": 1e5,
+    "link_bytes_per_second": 1e10,
+}
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"starvation_threshold": 2**63}, "starvation_threshold"),
+        ({"rescore_interval": 2**63}, "rescore_interval"),
+        ({"default_output_tokens": 2**63}, "default_output_tokens"),
+        ({"default_output_tokens": 2**53 + 1}, "default_output_tokens"),
+        ({"cost_model": {**COST_MODEL, "saturation_tokens": 2**63}}, "saturation_tokens"),
+        ({"cost_model": {**COST_MODEL, "saturation_tokens": 2**53 + 1}}, "saturation_tokens"),
+        ({"cost_model": {**COST_MODEL, "c_ms": 10**400}}, "c_ms"),
+        ({"log_interval_s": 10**400}, "log_interval_s"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_numbers_beyond_what_the_core_stores_name_the_key(values: dict, key: str) -> None:
+    """Regression: 2**63 passed validation, then pybind11 raised a TypeError naming nothing."""
+    with pytest.raises(ValueError, match=key):
+        LampsConfig.load({"lamps": values}, environ={})
+
+
+def test_largest_accepted_integers_reach_the_core() -> None:
+    """The bounds are what the core stores: int64 iterations, token counts up to MAX_TOKENS."""
+    import lamps
+    from lamps.vllm import config as config_module
+
+    cfg = LampsConfig.load(
+        {
+            "lamps": {
+                "starvation_threshold": 2**63 - 1,
+                "rescore_interval": 2**63 - 1,
+                "default_output_tokens": lamps.MAX_TOKENS,
+                "cost_model": {**COST_MODEL, "saturation_tokens": lamps.MAX_TOKENS},
+            }
+        },
+        environ={},
+    )
+    assert cfg.make_cost_model().saturation_tokens == lamps.MAX_TOKENS
+    assert cfg.default_output_tokens == config_module._MAX_TOKENS == lamps.MAX_TOKENS
+    assert lamps.RankingQueue(cfg.starvation_threshold).starvation_threshold == 2**63 - 1
+
+
+def test_a_cost_model_that_cannot_score_is_refused_at_load() -> None:
+    """Regression: c_ms=1e307 passed validation, then the first request failed in add_request."""
+    huge = {
+        "a_ms_per_token": 0.04,
+        "c_ms": 1e307,
+        "kv_bytes_per_token": 1e5,
+        "link_bytes_per_second": 1e10,
+    }
+    with pytest.raises(ValueError, match=r"'cost_model': c_ms must be <="):
+        LampsConfig.load({"lamps": {"cost_model": huge}}, environ={})
+
+
 def test_bad_env_and_file_name_the_source(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="LAMPS_RANKING"):
         LampsConfig.load({}, environ={"LAMPS_RANKING": "maybe"})

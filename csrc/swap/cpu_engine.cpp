@@ -26,8 +26,9 @@ std::int64_t copy_2d(std::byte* dst, std::int64_t dst_pitch, const std::byte* sr
 
 }  // namespace
 
-CpuSwapEngine::CpuSwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks)
-    : SwapEngine(std::move(layers), num_host_blocks) {
+CpuSwapEngine::CpuSwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks,
+                             MemoryOwner memory_owner)
+    : SwapEngine(std::move(layers), num_host_blocks, std::move(memory_owner)) {
   const auto bytes = static_cast<std::size_t>(host_pool_bytes());
   const std::size_t rounded = (bytes + kPoolAlignment - 1) / kPoolAlignment * kPoolAlignment;
   void* pool = std::aligned_alloc(kPoolAlignment, rounded);

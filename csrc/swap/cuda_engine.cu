@@ -51,8 +51,9 @@ struct CudaTransfer final : Transfer {
 
 class CudaSwapEngine final : public SwapEngine {
  public:
-  CudaSwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks, int device)
-      : SwapEngine(std::move(layers), num_host_blocks), device_(device) {
+  CudaSwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks, int device,
+                 MemoryOwner memory_owner)
+      : SwapEngine(std::move(layers), num_host_blocks, std::move(memory_owner)), device_(device) {
     DeviceGuard guard(device_);
     int max_pitch = 0;
     check(cudaDeviceGetAttribute(&max_pitch, cudaDevAttrMaxPitch, device_),
@@ -236,7 +237,8 @@ CudaStatus cuda_status() {
 }
 
 std::unique_ptr<SwapEngine> make_cuda_engine(std::vector<LayerSpec> layers,
-                                             std::int64_t num_host_blocks, int device) {
+                                             std::int64_t num_host_blocks, int device,
+                                             MemoryOwner memory_owner) {
   const CudaStatus status = cuda_status();
   if (!status.usable) throw SwapError(status.reason);
   int count = 0;
@@ -245,7 +247,8 @@ std::unique_ptr<SwapEngine> make_cuda_engine(std::vector<LayerSpec> layers,
     throw std::invalid_argument("device " + std::to_string(device) + " is out of range [0, " +
                                 std::to_string(count) + ")");
   }
-  return std::make_unique<CudaSwapEngine>(std::move(layers), num_host_blocks, device);
+  return std::make_unique<CudaSwapEngine>(std::move(layers), num_host_blocks, device,
+                                          std::move(memory_owner));
 }
 
 }  // namespace lamps::swap

@@ -8,7 +8,8 @@ CudaStatus cuda_status() {
                     "LAMPS_WITH_CUDA=OFF)"};
 }
 
-std::unique_ptr<SwapEngine> make_cuda_engine(std::vector<LayerSpec>, std::int64_t, int) {
+std::unique_ptr<SwapEngine> make_cuda_engine(std::vector<LayerSpec>, std::int64_t, int,
+                                             MemoryOwner) {
   throw SwapError(cuda_status().reason);
 }
 

@@ -95,8 +95,9 @@ std::vector<CopyRun> coalesce(const std::vector<std::int64_t>& device_blocks,
   return runs;
 }
 
-SwapEngine::SwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks)
-    : num_host_blocks_(num_host_blocks) {
+SwapEngine::SwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks,
+                       MemoryOwner memory_owner)
+    : memory_owner_(std::move(memory_owner)), num_host_blocks_(num_host_blocks) {
   if (layers.empty()) throw std::invalid_argument("layers must not be empty");
   if (num_host_blocks <= 0) {
     throw std::invalid_argument("num_host_blocks must be > 0 (got " +

@@ -17,6 +17,10 @@ ENV_PREFIX = "LAMPS_"
 ENV_CONFIG_FILE = "LAMPS_CONFIG"
 ADDITIONAL_CONFIG_KEY = "lamps"
 
+# What the C++ core stores: iteration counts as int64, token counts up to lamps.MAX_TOKENS.
+_INT64_MAX = 2**63 - 1
+_MAX_TOKENS = 2**53
+
 _COST_MODEL_KEYS = (
     "a_ms_per_token",
     "c_ms",
@@ -48,13 +52,19 @@ class LampsConfig:
             )
         if self.cost_model is not None:
             object.__setattr__(self, "cost_model", _validate_cost_model(self.cost_model))
+            try:  # the core's own bounds: coefficients that can still give finite scores
+                self.make_cost_model()
+            except ValueError as e:
+                raise ValueError(f"lamps config 'cost_model': {e}") from e
         _check_int(self.starvation_threshold, "starvation_threshold", minimum=0)
         _check_bool(self.ranking, "ranking")
         _check_int(self.rescore_interval, "rescore_interval", minimum=1)
         _check_float(self.rescore_tolerance, "rescore_tolerance")
         _check_float(self.log_interval_s, "log_interval_s")
         _check_float(self.default_api_seconds, "default_api_seconds")
-        _check_int(self.default_output_tokens, "default_output_tokens", minimum=1)
+        _check_int(
+            self.default_output_tokens, "default_output_tokens", minimum=1, maximum=_MAX_TOKENS
+        )
         _check_bool(self.allow_swap, "allow_swap")
 
     def make_cost_model(self, kv_bytes_per_token: float | None = None) -> Any:
@@ -177,16 +187,25 @@ def _check_bool(value: Any, key: str) -> None:
         raise ValueError(f"lamps config '{key}' must be a boolean, got {value!r}")
 
 
-def _check_int(value: Any, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"lamps config '{key}' must be an integer >= {minimum}, got {value!r}")
+def _check_int(value: Any, key: str, minimum: int, maximum: int = _INT64_MAX) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(
+            f"lamps config '{key}' must be an integer in [{minimum}, {maximum}], got {value!r}"
+        )
+
+
+def _is_finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the largest float
+        return False
 
 
 def _check_float(value: Any, key: str) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
+        or not _is_finite(value)
         or value < 0
     ):
         raise ValueError(f"lamps config '{key}' must be a finite number >= 0, got {value!r}")
@@ -209,5 +228,7 @@ def _validate_cost_model(values: Any) -> dict[str, float]:
             raise ValueError(f"lamps config 'cost_model.{k}' must be > 0, got {v!r}")
         out[k] = v
     if "saturation_tokens" in out:
-        _check_int(out["saturation_tokens"], "cost_model.saturation_tokens", minimum=1)
+        _check_int(
+            out["saturation_tokens"], "cost_model.saturation_tokens", minimum=1, maximum=_MAX_TOKENS
+        )
     return out

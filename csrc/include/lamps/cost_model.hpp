@@ -7,22 +7,40 @@
 #include <vector>
 
 #include "lamps/errors.hpp"
+#include "lamps/limits.hpp"
 
 namespace lamps {
 
+// The largest coefficients CostModel accepts: those for which every term of an in-range score
+// or waste stays below kMaxTermTokenSeconds (limits.hpp), so that in-range results are finite.
+// A term holds at most about kMaxTokens^2 tokens, for an iteration of up to kMaxTokens tokens,
+// (a*T + c) ms, or for a swap of up to kMaxTokens tokens, T * kv / link s. Larger coefficients
+// (c_ms = 1e307: an iteration of 3e296 years) would saturate every score, ranking nothing.
+constexpr double kMaxAMsPerToken =
+    kMaxTermTokenSeconds / (1e-3 * kMaxTokens * kMaxTokens * kMaxTokens);  // ~5.7e253
+constexpr double kMaxCMs = kMaxTermTokenSeconds / (1e-3 * kMaxTokens * kMaxTokens);  // ~5.2e269
+constexpr double kMaxSwapSecondsPerToken =
+    kMaxTermTokenSeconds / (kMaxTokens * kMaxTokens * kMaxTokens);  // ~5.7e250
+
 // T_fwd(n) = a*n + c milliseconds for an engine iteration that processes n tokens, and a swap
 // transfer time of n tokens over the host link. `saturation_tokens` is the per-iteration token
-// budget S beyond which the GPU is compute-bound (384 in the LAMPS authors' code).
+// budget S beyond which the GPU is compute-bound (384 in the LAMPS authors' code), at most
+// kMaxTokens. Coefficients are bounded by kMaxAMsPerToken, kMaxCMs and kMaxSwapSecondsPerToken.
 class CostModel {
  public:
   CostModel(double a_ms_per_token, double c_ms, double kv_bytes_per_token,
             double link_bytes_per_second, std::int64_t saturation_tokens, std::string name)
-      : a_ms_per_token_(require_positive(a_ms_per_token, "a_ms_per_token")),
-        c_ms_(require_non_negative(c_ms, "c_ms")),
+      : a_ms_per_token_(
+            finite_scores(require_positive(a_ms_per_token, "a_ms_per_token"), kMaxAMsPerToken,
+                          "a_ms_per_token")),
+        c_ms_(finite_scores(require_non_negative(c_ms, "c_ms"), kMaxCMs, "c_ms")),
         kv_bytes_per_token_(require_positive(kv_bytes_per_token, "kv_bytes_per_token")),
         link_bytes_per_second_(require_positive(link_bytes_per_second, "link_bytes_per_second")),
         saturation_tokens_(checked_saturation(saturation_tokens)),
-        name_(std::move(name)) {}
+        name_(std::move(name)) {
+    finite_scores(kv_bytes_per_token_ / link_bytes_per_second_, kMaxSwapSecondsPerToken,
+                  "kv_bytes_per_token / link_bytes_per_second");
+  }
 
   double a_ms_per_token() const { return a_ms_per_token_; }
   double c_ms() const { return c_ms_; }
@@ -44,11 +62,19 @@ class CostModel {
 
  private:
   static std::int64_t checked_saturation(std::int64_t tokens) {
-    if (tokens < 1) {
-      throw std::invalid_argument("saturation_tokens must be >= 1 (got " + std::to_string(tokens) +
-                                  ")");
+    if (tokens < 1 || tokens > static_cast<std::int64_t>(kMaxTokens)) {
+      throw std::invalid_argument("saturation_tokens must be in [1, 2^53] (got " +
+                                  std::to_string(tokens) + ")");
     }
     return tokens;
+  }
+
+  static double finite_scores(double value, double maximum, const char* field) {
+    if (!(value <= maximum)) {
+      throw std::invalid_argument(std::string(field) + " must be <= " + describe(maximum) +
+                                  " for scores to stay finite (got " + describe(value) + ")");
+    }
+    return value;
   }
 
   double a_ms_per_token_;

@@ -1,6 +1,7 @@
 #pragma once
 // Error types of the core. The bindings map each to one Python exception, so a caller sees
 // ValueError / KeyError / IndexError naming the offending field instead of undefined behaviour.
+#include <charconv>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -21,10 +22,13 @@ class EmptyQueue : public std::out_of_range {
 
 // std::invalid_argument is used for bad values (Python: ValueError).
 
+// The shortest text that reads back as `value` ("0.5", "-1", "1e+307").
 inline std::string describe(double value) {
   if (std::isnan(value)) return "nan";
   if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
-  return std::to_string(value);
+  char text[32];
+  const std::to_chars_result written = std::to_chars(text, text + sizeof text, value);
+  return std::string(text, written.ptr);
 }
 
 inline double require_finite(double value, const char* field) {

@@ -10,6 +10,7 @@
 #include "lamps/batch_state.hpp"
 #include "lamps/cost_model.hpp"
 #include "lamps/errors.hpp"
+#include "lamps/limits.hpp"
 #include "lamps/waste.hpp"
 
 namespace lamps {
@@ -81,7 +82,8 @@ class ScoreAccumulator {
     context_ += segment.return_tokens;
   }
 
-  double area() const { return area_; }
+  // Saturates at kMaxScore (limits.hpp).
+  double area() const { return saturate(area_); }
 
  private:
   const WasteModel& model_;
@@ -91,7 +93,7 @@ class ScoreAccumulator {
 
 // Score of a request holding `context_tokens` (of which `pending_prefill_tokens` are not computed
 // yet) with `count` remaining segments. Requests without API calls reduce to memory x time, so
-// both kinds compete fairly in one queue.
+// both kinds compete fairly in one queue. Always finite: saturates at kMaxScore.
 inline double score_request(double context_tokens, double pending_prefill_tokens,
                             const Segment* segments, std::size_t count, const WasteModel& model,
                             bool allow_swap) {

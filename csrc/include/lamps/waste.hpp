@@ -9,6 +9,7 @@
 #include "lamps/batch_state.hpp"
 #include "lamps/cost_model.hpp"
 #include "lamps/errors.hpp"
+#include "lamps/limits.hpp"
 
 namespace lamps {
 
@@ -92,22 +93,25 @@ class WasteModel {
     return cost_.seconds_per_token() * compute_tokens * batch_.running_context_tokens;
   }
 
+  // Wastes saturate at kMaxScore (limits.hpp).
+
   // W_p: the context sits idle in GPU memory for the whole call.
   double preserve(const PausedRequest& request) const {
-    return request.api_seconds * request.context_tokens;
+    return saturate(request.api_seconds * request.context_tokens);
   }
 
   // W_d: only the tokens the prefix cache lost are recomputed, chunked into the spare budget,
   // and every other running request is slowed by the extra tokens of each chunk.
   double discard(const PausedRequest& request) const {
     const double recompute = request.context_tokens - request.cached_tokens;
-    return rebuild_area(request.cached_tokens, recompute) + rebuild_slowdown_area(recompute);
+    return saturate(rebuild_area(request.cached_tokens, recompute) +
+                    rebuild_slowdown_area(recompute));
   }
 
   // W_s: out and back in over the link, stalling the batch's memory (the request's own included).
   double swap(const PausedRequest& request) const {
-    return 2.0 * swap_seconds(request.context_tokens) *
-           (batch_.running_context_tokens + request.context_tokens);
+    return saturate(2.0 * swap_seconds(request.context_tokens) *
+                    (batch_.running_context_tokens + request.context_tokens));
   }
 
   // LAMPS: the strategy of least waste; ties prefer Preserve, then Discard (no data movement).
@@ -168,11 +172,10 @@ inline bool infercept_should_discard(const PausedRequest& request, const BatchSt
 }
 
 // InferCept swaps only what one iteration's compute can hide: tokens movable one way in the
-// time of the current iteration.
+// time of the current iteration. Saturates at INT64_MAX (an unbounded budget).
 inline std::int64_t infercept_swap_budget_tokens(const BatchState& batch, const CostModel& cost) {
   const double seconds = cost.iteration_seconds(batch.running_tokens_per_iteration);
-  return static_cast<std::int64_t>(
-      std::floor(seconds * cost.link_bytes_per_second() / cost.kv_bytes_per_token()));
+  return floor_to_count(seconds * cost.link_bytes_per_second() / cost.kv_bytes_per_token());
 }
 
 }  // namespace lamps

@@ -11,7 +11,9 @@ namespace lamps::swap {
 
 class CpuSwapEngine final : public SwapEngine {
  public:
-  CpuSwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks);
+  CpuSwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks,
+                MemoryOwner memory_owner = nullptr);
+  // Stops and joins both copiers, then frees the pool; the base releases the memory owner after.
   ~CpuSwapEngine() override;
 
   const char* backend() const override { return "cpu"; }

@@ -21,6 +21,7 @@ CudaStatus cuda_status();
 // A pinned host pool (cudaHostAlloc) and two non-blocking streams (out, in) on `device`.
 // Throws SwapError when the backend is not built or no device is usable.
 std::unique_ptr<SwapEngine> make_cuda_engine(std::vector<LayerSpec> layers,
-                                             std::int64_t num_host_blocks, int device);
+                                             std::int64_t num_host_blocks, int device,
+                                             MemoryOwner memory_owner = nullptr);
 
 }  // namespace lamps::swap

@@ -64,6 +64,13 @@ enum class Status : std::uint8_t { kPending = 0, kDone = 1, kFailed = 2, kAborte
 const char* to_string(Direction direction);
 const char* to_string(Status status);
 
+// Whatever keeps the device memory the layers point into alive (Python: the KV cache tensors).
+// The engine copies through raw addresses, so it holds this and lets go only once no copy can
+// touch the memory: backends stop their copies in their own destructors, which run before the
+// SwapEngine base (and so this reference) is destroyed. Empty when the caller guarantees the
+// memory outlives the engine.
+using MemoryOwner = std::shared_ptr<const void>;
+
 // One finished transfer, as poll() reports it.
 struct Completion {
   std::string request_id;
@@ -122,7 +129,10 @@ struct EngineStats {
 // Thread safety: every public method may be called from any thread.
 class SwapEngine {
  public:
-  SwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks);
+  SwapEngine(std::vector<LayerSpec> layers, std::int64_t num_host_blocks,
+             MemoryOwner memory_owner = nullptr);
+  // Derived destructors must stop every copy (join copier threads, synchronize streams) before
+  // this one releases the memory owner.
   virtual ~SwapEngine() = default;
   SwapEngine(const SwapEngine&) = delete;
   SwapEngine& operator=(const SwapEngine&) = delete;
@@ -224,6 +234,8 @@ class SwapEngine {
   void check_device_blocks(const std::vector<std::int64_t>& device_blocks, const char* field) const;
   std::shared_ptr<Transfer> active_transfer(const std::string& request_id) const;
 
+  // Declared first, so destroyed last of the engine's state.
+  MemoryOwner memory_owner_;
   std::vector<LayerSpec> layers_;
   std::vector<std::int64_t> layer_offsets_;
   std::int64_t num_host_blocks_ = 0;
