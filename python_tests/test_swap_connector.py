@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ from vllm.v1.request import RequestStatus
 from vllm.v1.structured_output import StructuredOutputManager
 from vllm.v1.worker.utils import allocate_kv_cache
 
-from lamps.swap import SwapEngine
+from lamps.swap import SwapEngine, SwapError
 from lamps.vllm import LampsSyncScheduler
 from lamps.vllm.swap import LampsSwapConnector, LampsSwapMetadata, SwapConfig, host_pool_blocks
 
@@ -428,3 +429,20 @@ def test_double_swap_out_and_bad_config_raise(harness: Any, tiny_llama_dir: Path
     assert host_pool_blocks(h.kv_cache_config, 1.0) == (1 << 30) // (
         NUM_LAYERS * h.kv_cache_config.kv_cache_groups[0].kv_cache_spec.page_size_bytes
     )
+
+
+def test_failed_load_gives_the_workers_host_copy_back(harness: Any) -> None:
+    """A load that fails leaves the worker's copy in place: the scheduler side releases it."""
+    h = harness()
+    start_session(h, "s", prompt_len=40)
+    h.step_until(lambda: paused(h, "s") and h.connector.swap_state("s") == "saved")
+    with mock.patch.object(h.engine, "swap_in", side_effect=SwapError("injected")):
+        h.resume("s", [1, 2], max_tokens=8)
+        h.step_until(lambda: h.status("s") == RequestStatus.RUNNING)
+    assert h.connector.swap_stats()["failed_in"] == 1
+    h.step()
+    assert h.status("s") == RequestStatus.RUNNING
+    assert h.host_pool_drained()  # the copy the failed load did not consume was released
+    h.step_until(lambda: paused(h, "s"))  # the harness checked the recomputed KV
+    h.step_until(lambda: h.connector.swap_state("s") == "saved")
+    assert h.connector.swap_stats()["failed_out"] == 0  # the next swap-out found no stale copy

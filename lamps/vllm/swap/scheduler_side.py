@@ -251,6 +251,8 @@ class SchedulerSide:
                         "LAMPS swap: swap-in of request %s failed; it recomputes instead",
                         request_id,
                     )
+                    # A failed load leaves the worker's host copy in place: drop it there too.
+                    self.pending_release.append(request_id)
                 else:
                     self.stats["loaded_in"] += 1
             self._drop(request_id)
