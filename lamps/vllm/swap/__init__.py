@@ -20,7 +20,7 @@ logged warning.
 
 Layout (as vLLM's offloading connector): `config` (settings), `messages` (jobs, metadata, the
 `SwapWorker` protocol), `scheduler_side` (the state machine), `worker_side` (the worker on the
-swap engine).
+swap engine), `simulated_worker` (the worker on a virtual clock, for the replay and tests).
 """
 
 from __future__ import annotations
