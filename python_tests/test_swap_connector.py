@@ -2,9 +2,10 @@
 
 The model runner is played by `SwapHarness.step`: it writes each scheduled token's KV into its
 block (a value derived from the token and its position), checks that every token computed in
-an earlier step still has its value, and runs the worker-side connector exactly as vLLM's
-`KVConnectorModelRunnerMixin` does. Blocks nobody holds are overwritten after every step, so a
-swap-in that did not restore the data is caught.
+an earlier step still has its value, and wraps that fake forward in vLLM's own
+`KVConnectorModelRunnerMixin` with the worker-role connector installed as the KV transfer group,
+so the worker side runs exactly as in a vLLM model runner. Blocks nobody holds are overwritten
+after every step, so a swap-in that did not restore the data is caught.
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ from vllm.config import (
     SchedulerConfig,
     VllmConfig,
 )
+from vllm.distributed.kv_transfer import kv_transfer_state
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
+from vllm.forward_context import set_forward_context
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.kv_cache_interface import (
     FullAttentionSpec,
 )
 from vllm.v1.kv_cache_layout import KVCacheLayout
-from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
+from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import RequestStatus
 from vllm.v1.structured_output import StructuredOutputManager
+from vllm.v1.worker.kv_connector_model_runner_mixin import KVConnectorModelRunnerMixin
 from vllm.v1.worker.utils import allocate_kv_cache
 
 from lamps.swap import SwapEngine, SwapError
@@ -162,26 +166,21 @@ class SwapHarness:
                     cache[block.block_id].fill_(-1.0)
 
     def step(self) -> Any:
-        """One engine step: schedule, fake forward, worker connector, update_from_output."""
+        """One engine step: schedule, fake forward inside vLLM's connector mixin, update."""
         out = self.scheduler.schedule()
         meta = out.kv_connector_metadata
         assert isinstance(meta, LampsSwapMetadata)
         self.metas.append(meta)
         for job in meta.swap_in:
             self.loaded_tokens[job.request_id] = len(job.block_ids)
-        for request_id, n in out.num_scheduled_tokens.items():
-            self._check_and_write(request_id, n)
-        self.worker.bind_connector_metadata(meta)
-        self.worker.start_load_kv(None)  # type: ignore[arg-type]
-        self.worker.wait_for_save()
-        results = self.worker.get_transfer_results(out.finished_req_ids)
-        kv_output = KVConnectorOutput(
-            finished_sending=results.finished_sending or None,
-            finished_recving=results.finished_recving or None,
-            failed_recving=results.failed_recving,
-            kv_connector_worker_meta=self.worker.build_connector_worker_meta(),
-        )
-        self.worker.clear_connector_metadata()
+        with (
+            mock.patch.object(kv_transfer_state, "_KV_CONNECTOR_AGENT", self.worker),
+            set_forward_context(None, self.vllm_config),
+            KVConnectorModelRunnerMixin.maybe_get_kv_connector_output(out) as kv_output,
+        ):
+            assert kv_output is not None  # the mixin found the worker-role connector
+            for request_id, n in out.num_scheduled_tokens.items():
+                self._check_and_write(request_id, n)
         req_ids = list(out.num_scheduled_tokens)
         sampling = {
             rid
