@@ -445,3 +445,86 @@ def test_failed_load_gives_the_workers_host_copy_back(harness: Any) -> None:
     h.step_until(lambda: paused(h, "s"))  # the harness checked the recomputed KV
     h.step_until(lambda: h.connector.swap_state("s") == "saved")
     assert h.connector.swap_stats()["failed_out"] == 0  # the next swap-out found no stale copy
+
+
+def _drained(h: SwapHarness, ids: list[str]) -> bool:
+    side = h.connector.scheduler_side
+    return (
+        not side.records
+        and not any(rid in h.scheduler.requests for rid in ids)
+        and h.engine.num_in_flight == 0
+        and h.host_pool_drained()
+    )
+
+
+def test_many_pause_resume_abort_cycles_leave_no_state(harness: Any) -> None:
+    """Every way out of a swap removes its record; queues, pools and workers end empty."""
+    h = harness(num_blocks=160, host_pool_blocks_wanted=40, budget=64)
+    side = h.connector.scheduler_side
+    pool = h.scheduler.kv_cache_manager.block_pool
+    free_at_start = pool.get_num_free_blocks()
+    real_swap_out = h.engine.swap_out
+
+    def swap_out(request_id: str, block_ids: list[int], stream: int | None = None) -> None:
+        if request_id.endswith("-fail"):
+            raise SwapError("injected")
+        real_swap_out(request_id, block_ids, stream)
+
+    cycles = 4
+    everyone: list[str] = []
+    with mock.patch.object(h.engine, "swap_out", side_effect=swap_out):
+        for cycle in range(cycles):
+            ids = [f"c{cycle}-{i}" for i in range(6)]
+            big, fail = f"c{cycle}-big", f"c{cycle}-fail"
+            others = [big, fail]
+            everyone += [*ids, *others]
+            h.engine.set_paused(True)  # copies stay in flight until released below
+            for rid in ids:
+                start_session(h, rid, prompt_len=40 + 5 * cycle)
+            start_session(h, big, prompt_len=700)  # 44 blocks: the host pool is full for it
+            start_session(h, fail, prompt_len=40)  # its swap-outs fail: Discard
+            h.step_until(lambda a=[*ids, *others]: all(paused(h, r) for r in a))
+            assert h.connector.swap_state(big) is None
+            # The budget sends one copy per step: one saving, the rest queued.
+            h.step_until(lambda ids=ids: any(h.connector.swap_state(r) == "saving" for r in ids))
+            states = {rid: h.connector.swap_state(rid) for rid in ids}
+            saving = [rid for rid, state in states.items() if state == "saving"]
+            queued = [rid for rid, state in states.items() if state == "queued"]
+            assert saving and queued, states
+            h.scheduler.finish_requests([saving[0], queued[0]], RequestStatus.FINISHED_ABORTED)
+            live = [rid for rid in ids if rid not in (saving[0], queued[0])]
+            h.engine.set_paused(False)
+            h.step_until(
+                lambda live=live, n=2 * cycle + 1: (
+                    all(h.connector.swap_state(r) == "saved" for r in live)
+                    and h.connector.swap_stats()["failed_out"] == n
+                )
+            )
+            assert h.connector.swap_state(fail) is None
+            aborted_saved, failed, loading, resumed = live
+            h.scheduler.finish_requests(aborted_saved, RequestStatus.FINISHED_ABORTED)
+            h.engine.release(failed)  # the worker lost this copy: its load fails
+            h.engine.set_paused(True)
+            for rid in (failed, loading, resumed, fail):
+                h.resume(rid, [7, 8])
+            h.step_until(lambda rid=loading: h.connector.swap_state(rid) == "loading")
+            h.scheduler.finish_requests(loading, RequestStatus.FINISHED_ABORTED)
+            h.step()
+            h.engine.set_paused(False)
+            h.step_until(
+                lambda a=(failed, resumed, fail), n=2 * cycle + 2: (
+                    all(paused(h, r) for r in a) and h.connector.swap_stats()["failed_out"] == n
+                )
+            )
+            h.scheduler.finish_requests([failed, resumed, *others], RequestStatus.FINISHED_ABORTED)
+            h.step_until(lambda a=[*ids, *others]: _drained(h, a))
+            assert not side.queue and not side.pending_in and side.in_tokens_this_step == 0
+            h.step()  # sends the last releases
+            assert not side.pending_release
+            assert h.connector.num_free_host_blocks == h.connector.num_host_blocks
+            assert pool.get_num_free_blocks() == free_at_start
+    assert _drained(h, everyone)
+    stats = h.connector.swap_stats()
+    assert stats["rejected_pool_full"] == cycles
+    assert (stats["failed_in"], stats["failed_out"]) == (cycles, 2 * cycles)
+    assert stats["saved_out"] >= 4 * cycles
