@@ -151,11 +151,7 @@ class LampsSwapConnector(KVConnectorBase_V1):
         return self.request_swap_out(request) == SwapOutDecision.ACCEPTED
 
     def request_swap_out(self, request: Request) -> SwapOutDecision:
-        """Queue a swap-out of the request's computed KV (call while it still holds its blocks).
-
-        On ACCEPTED the connector holds its own reference on the blocks until the copy has read
-        them, so the caller frees the request's blocks right away (as for Discard).
-        """
+        """Queue a swap-out of the request's KV; on ACCEPTED the caller frees its blocks at once."""
         return self.scheduler_side.request_swap_out(request)
 
     def swap_state(self, request_id: str) -> str | None:
