@@ -2,9 +2,10 @@
 
 The model runner is played by `SwapHarness.step`: it writes each scheduled token's KV into its
 block (a value derived from the token and its position), checks that every token computed in
-an earlier step still has its value, and runs the worker-side connector exactly as vLLM's
-`KVConnectorModelRunnerMixin` does. Blocks nobody holds are overwritten after every step, so a
-swap-in that did not restore the data is caught.
+an earlier step still has its value, and wraps that fake forward in vLLM's own
+`KVConnectorModelRunnerMixin` with the worker-role connector installed as the KV transfer group,
+so the worker side runs exactly as in a vLLM model runner. Blocks nobody holds are overwritten
+after every step, so a swap-in that did not restore the data is caught.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -24,18 +26,21 @@ from vllm.config import (
     SchedulerConfig,
     VllmConfig,
 )
+from vllm.distributed.kv_transfer import kv_transfer_state
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
+from vllm.forward_context import set_forward_context
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.kv_cache_interface import (
     FullAttentionSpec,
 )
 from vllm.v1.kv_cache_layout import KVCacheLayout
-from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
+from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import RequestStatus
 from vllm.v1.structured_output import StructuredOutputManager
+from vllm.v1.worker.kv_connector_model_runner_mixin import KVConnectorModelRunnerMixin
 from vllm.v1.worker.utils import allocate_kv_cache
 
-from lamps.swap import SwapEngine
+from lamps.swap import SwapEngine, SwapError
 from lamps.vllm import LampsSyncScheduler
 from lamps.vllm.swap import LampsSwapConnector, LampsSwapMetadata, SwapConfig, host_pool_blocks
 
@@ -161,26 +166,21 @@ class SwapHarness:
                     cache[block.block_id].fill_(-1.0)
 
     def step(self) -> Any:
-        """One engine step: schedule, fake forward, worker connector, update_from_output."""
+        """One engine step: schedule, fake forward inside vLLM's connector mixin, update."""
         out = self.scheduler.schedule()
         meta = out.kv_connector_metadata
         assert isinstance(meta, LampsSwapMetadata)
         self.metas.append(meta)
         for job in meta.swap_in:
             self.loaded_tokens[job.request_id] = len(job.block_ids)
-        for request_id, n in out.num_scheduled_tokens.items():
-            self._check_and_write(request_id, n)
-        self.worker.bind_connector_metadata(meta)
-        self.worker.start_load_kv(None)  # type: ignore[arg-type]
-        self.worker.wait_for_save()
-        results = self.worker.get_transfer_results(out.finished_req_ids)
-        kv_output = KVConnectorOutput(
-            finished_sending=results.finished_sending or None,
-            finished_recving=results.finished_recving or None,
-            failed_recving=results.failed_recving,
-            kv_connector_worker_meta=self.worker.build_connector_worker_meta(),
-        )
-        self.worker.clear_connector_metadata()
+        with (
+            mock.patch.object(kv_transfer_state, "_KV_CONNECTOR_AGENT", self.worker),
+            set_forward_context(None, self.vllm_config),
+            KVConnectorModelRunnerMixin.maybe_get_kv_connector_output(out) as kv_output,
+        ):
+            assert kv_output is not None  # the mixin found the worker-role connector
+            for request_id, n in out.num_scheduled_tokens.items():
+                self._check_and_write(request_id, n)
         req_ids = list(out.num_scheduled_tokens)
         sampling = {
             rid
@@ -212,8 +212,9 @@ class SwapHarness:
     @property
     def engine(self) -> SwapEngine:
         """The worker's swap engine."""
-        assert self.worker._worker is not None and self.worker._worker.engine is not None
-        return self.worker._worker.engine
+        engine = self.worker.worker_side.engine
+        assert engine is not None
+        return engine
 
     def host_pool_drained(self) -> bool:
         """Whether the worker's host pool has every block back."""
@@ -266,8 +267,8 @@ def test_swap_out_at_pause_and_load_at_resume_keep_the_kv(harness: Any) -> None:
     swapped = h.connector.swapped_tokens("s")
     assert swapped == 70 + 4 - 1
     h.step_until(lambda: h.connector.swap_state("s") == "saved")
-    [result] = h.connector.take_swap_out_results()
-    assert (result.request_id, result.ok) == ("s", True)
+    stats = h.connector.swap_stats()
+    assert (stats["saved_out"], stats["failed_out"]) == (1, 0)  # one swap-out ended, well
     assert h.scheduler.kv_cache_manager.block_pool.get_num_free_blocks() == free_at_start
     assert h.connector.num_free_host_blocks == h.connector.num_host_blocks - 5
     # Freed blocks were overwritten meanwhile; the API result arrives and the session resumes.
@@ -377,7 +378,8 @@ def test_request_finished_while_saving_frees_blocks_after_the_copy(harness: Any)
     h.step_until(lambda: pool.get_num_free_blocks() == free_at_start)
     h.step_until(h.host_pool_drained)
     assert h.connector.swap_state("s") is None
-    assert h.connector.take_swap_out_results() == []
+    stats = h.connector.swap_stats()
+    assert (stats["saved_out"], stats["failed_out"]) == (0, 0)  # no outcome for an aborted copy
 
 
 def test_request_aborted_while_loading_is_freed(harness: Any) -> None:
@@ -426,3 +428,103 @@ def test_double_swap_out_and_bad_config_raise(harness: Any, tiny_llama_dir: Path
     assert host_pool_blocks(h.kv_cache_config, 1.0) == (1 << 30) // (
         NUM_LAYERS * h.kv_cache_config.kv_cache_groups[0].kv_cache_spec.page_size_bytes
     )
+
+
+def test_failed_load_gives_the_workers_host_copy_back(harness: Any) -> None:
+    """A load that fails leaves the worker's copy in place: the scheduler side releases it."""
+    h = harness()
+    start_session(h, "s", prompt_len=40)
+    h.step_until(lambda: paused(h, "s") and h.connector.swap_state("s") == "saved")
+    with mock.patch.object(h.engine, "swap_in", side_effect=SwapError("injected")):
+        h.resume("s", [1, 2], max_tokens=8)
+        h.step_until(lambda: h.status("s") == RequestStatus.RUNNING)
+    assert h.connector.swap_stats()["failed_in"] == 1
+    h.step()
+    assert h.status("s") == RequestStatus.RUNNING
+    assert h.host_pool_drained()  # the copy the failed load did not consume was released
+    h.step_until(lambda: paused(h, "s"))  # the harness checked the recomputed KV
+    h.step_until(lambda: h.connector.swap_state("s") == "saved")
+    assert h.connector.swap_stats()["failed_out"] == 0  # the next swap-out found no stale copy
+
+
+def _drained(h: SwapHarness, ids: list[str]) -> bool:
+    side = h.connector.scheduler_side
+    return (
+        not side.records
+        and not any(rid in h.scheduler.requests for rid in ids)
+        and h.engine.num_in_flight == 0
+        and h.host_pool_drained()
+    )
+
+
+def test_many_pause_resume_abort_cycles_leave_no_state(harness: Any) -> None:
+    """Every way out of a swap removes its record; queues, pools and workers end empty."""
+    h = harness(num_blocks=160, host_pool_blocks_wanted=40, budget=64)
+    side = h.connector.scheduler_side
+    pool = h.scheduler.kv_cache_manager.block_pool
+    free_at_start = pool.get_num_free_blocks()
+    real_swap_out = h.engine.swap_out
+
+    def swap_out(request_id: str, block_ids: list[int], stream: int | None = None) -> None:
+        if request_id.endswith("-fail"):
+            raise SwapError("injected")
+        real_swap_out(request_id, block_ids, stream)
+
+    cycles = 4
+    everyone: list[str] = []
+    with mock.patch.object(h.engine, "swap_out", side_effect=swap_out):
+        for cycle in range(cycles):
+            ids = [f"c{cycle}-{i}" for i in range(6)]
+            big, fail = f"c{cycle}-big", f"c{cycle}-fail"
+            others = [big, fail]
+            everyone += [*ids, *others]
+            h.engine.set_paused(True)  # copies stay in flight until released below
+            for rid in ids:
+                start_session(h, rid, prompt_len=40 + 5 * cycle)
+            start_session(h, big, prompt_len=700)  # 44 blocks: the host pool is full for it
+            start_session(h, fail, prompt_len=40)  # its swap-outs fail: Discard
+            h.step_until(lambda a=[*ids, *others]: all(paused(h, r) for r in a))
+            assert h.connector.swap_state(big) is None
+            # The budget sends one copy per step: one saving, the rest queued.
+            h.step_until(lambda ids=ids: any(h.connector.swap_state(r) == "saving" for r in ids))
+            states = {rid: h.connector.swap_state(rid) for rid in ids}
+            saving = [rid for rid, state in states.items() if state == "saving"]
+            queued = [rid for rid, state in states.items() if state == "queued"]
+            assert saving and queued, states
+            h.scheduler.finish_requests([saving[0], queued[0]], RequestStatus.FINISHED_ABORTED)
+            live = [rid for rid in ids if rid not in (saving[0], queued[0])]
+            h.engine.set_paused(False)
+            h.step_until(
+                lambda live=live, n=2 * cycle + 1: (
+                    all(h.connector.swap_state(r) == "saved" for r in live)
+                    and h.connector.swap_stats()["failed_out"] == n
+                )
+            )
+            assert h.connector.swap_state(fail) is None
+            aborted_saved, failed, loading, resumed = live
+            h.scheduler.finish_requests(aborted_saved, RequestStatus.FINISHED_ABORTED)
+            h.engine.release(failed)  # the worker lost this copy: its load fails
+            h.engine.set_paused(True)
+            for rid in (failed, loading, resumed, fail):
+                h.resume(rid, [7, 8])
+            h.step_until(lambda rid=loading: h.connector.swap_state(rid) == "loading")
+            h.scheduler.finish_requests(loading, RequestStatus.FINISHED_ABORTED)
+            h.step()
+            h.engine.set_paused(False)
+            h.step_until(
+                lambda a=(failed, resumed, fail), n=2 * cycle + 2: (
+                    all(paused(h, r) for r in a) and h.connector.swap_stats()["failed_out"] == n
+                )
+            )
+            h.scheduler.finish_requests([failed, resumed, *others], RequestStatus.FINISHED_ABORTED)
+            h.step_until(lambda a=[*ids, *others]: _drained(h, a))
+            assert not side.queue and not side.pending_in and side.in_tokens_this_step == 0
+            h.step()  # sends the last releases
+            assert not side.pending_release
+            assert h.connector.num_free_host_blocks == h.connector.num_host_blocks
+            assert pool.get_num_free_blocks() == free_at_start
+    assert _drained(h, everyone)
+    stats = h.connector.swap_stats()
+    assert stats["rejected_pool_full"] == cycles
+    assert (stats["failed_in"], stats["failed_out"]) == (cycles, 2 * cycles)
+    assert stats["saved_out"] >= 4 * cycles

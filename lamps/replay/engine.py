@@ -9,9 +9,10 @@ returned tokens) is added with ``Scheduler.add_request`` under the same request 
 how ``EngineCore`` resumes a session.
 
 Policies that swap run with the LAMPS swap connector (``lamps.vllm.swap``); its scheduler side
-is real, its worker side is simulated: each copy the connector sends completes after the
-profile's link time (``CostModel.swap_seconds``), one copy at a time per direction, overlapped
-with compute, and its completion reaches the scheduler in the next step's
+is real, its worker side is ``lamps.vllm.swap.simulated_worker``: each copy the connector sends
+completes after the profile's link time (``CostModel.swap_seconds``), one copy at a time per
+direction, overlapped with compute. The worker is stepped right after ``schedule()``, at the
+step's start time, and what has ended by then reaches the scheduler in that step's
 ``KVConnectorOutput`` exactly as a worker would report it.
 """
 
@@ -39,10 +40,11 @@ from lamps.replay.vllm_env import (
     model_len_for,
     request_block_hasher,
 )
-from lamps.vllm.swap import LampsSwapMetadata, LampsSwapWorkerMetadata
+from lamps.vllm.swap import LampsSwapMetadata
+from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
 from lamps.workloads import Arrival
 
-_ARRIVE, _RESUME, _SWAPPED_OUT, _SWAPPED_IN = 0, 1, 2, 3
+_ARRIVE, _RESUME = 0, 1
 
 
 def token_at(index: int, position: int) -> int:
@@ -153,10 +155,11 @@ class SimEngine:
         self._seq = itertools.count()
         self._by_id: dict[str, RequestRecord] = {}
         self._kv = KvUsageSeries(kv_bin_seconds)
-        self._link_free = [0.0, 0.0]  # per direction (out, in): when the link is next idle
-        self._done_out: dict[str, tuple[int, int]] = {}
-        self._done_in: set[str] = set()
-        self.swapped_bytes = 0.0
+        block_size = profile.block_size
+        self._swap_worker = SimulatedSwapWorker(
+            self.clock, lambda blocks: self.cost.swap_seconds(blocks * block_size)
+        )
+        self._kv_output: KVConnectorOutput | None = None
         self.records = [RequestRecord(a) for a in arrivals]
         for rec in self.records:
             self._push(rec.arrival.time, _ARRIVE, rec)
@@ -164,6 +167,12 @@ class SimEngine:
     def clock(self) -> float:
         """Virtual time in seconds."""
         return self.now
+
+    @property
+    def swapped_bytes(self) -> float:
+        """KV bytes of every copy sent to the swap worker, both directions."""
+        blocks = sum(self._swap_worker.blocks_started.values())
+        return blocks * self.profile.block_size * self.cost.kv_bytes_per_token
 
     # -- requests -------------------------------------------------------------------------
 
@@ -253,43 +262,28 @@ class SimEngine:
     def _deliver_events(self) -> None:
         while self._events and self._events[0][0] <= self.now:
             _, _, kind, payload = heapq.heappop(self._events)
-            if kind == _SWAPPED_OUT:
-                self._done_out[payload] = (1, 0)
-                continue
-            if kind == _SWAPPED_IN:
-                self._done_in.add(payload)
-                continue
             if kind == _RESUME:
                 payload.segment += 1
             self._start_segment(payload)
 
     def _start_transfers(self, out: SchedulerOutput) -> None:
-        """Simulates the connector's worker side: each copy ends after its link time."""
+        """Steps the simulated swap worker: starts the step's copies, collects what has ended."""
         meta = out.kv_connector_metadata
         if not isinstance(meta, LampsSwapMetadata):
             return
-        bs = self.profile.block_size
-        for direction, jobs, kind in (
-            (0, meta.swap_out, _SWAPPED_OUT),
-            (1, meta.swap_in, _SWAPPED_IN),
-        ):
-            for job in jobs:
-                tokens = len(job.block_ids) * bs
-                self.swapped_bytes += tokens * self.cost.kv_bytes_per_token
-                start = max(self.now, self._link_free[direction])
-                self._link_free[direction] = start + self.cost.swap_seconds(tokens)
-                self._push(self._link_free[direction], kind, job.request_id)
+        worker = self._swap_worker
+        worker.start_jobs(meta)
+        results = worker.collect_finished(out.finished_req_ids)
+        worker_meta = worker.take_worker_metadata()
+        if results.finished_recving or worker_meta is not None:
+            self._kv_output = KVConnectorOutput(
+                finished_recving=results.finished_recving or None,
+                failed_recving=results.failed_recving,
+                kv_connector_worker_meta=worker_meta,
+            )
 
     def _connector_output(self) -> KVConnectorOutput | None:
-        if not (self._done_out or self._done_in):
-            return None
-        output = KVConnectorOutput(
-            finished_recving=self._done_in or None,
-            kv_connector_worker_meta=LampsSwapWorkerMetadata(self._done_out)
-            if self._done_out
-            else None,
-        )
-        self._done_out, self._done_in = {}, set()
+        output, self._kv_output = self._kv_output, None
         return output
 
     def _segment_done(self, rec: RequestRecord) -> None:
@@ -355,12 +349,16 @@ class SimEngine:
                     )
                     continue
                 sched.update_from_output(out, EMPTY_MODEL_RUNNER_OUTPUT)
-                if not self._events:
+                upcoming = [self._events[0][0]] if self._events else []
+                swap_end = self._swap_worker.next_end()
+                if swap_end is not None:
+                    upcoming.append(swap_end)
+                if not upcoming:
                     raise RuntimeError(
                         f"replay stalled at t={self.now:.3f}s under {self.policy.name}: "
                         f"{remaining} requests unfinished, none schedulable, no pending events"
                     )
-                self.now = max(self.now, self._events[0][0])
+                self.now = max(self.now, min(upcoming))
                 continue
             iterations += 1
             dt = self.cost.iteration_seconds(n)

@@ -1,0 +1,147 @@
+"""A `SwapWorker` on a caller's clock: no tensors, each copy ends after its transfer time.
+
+One copy at a time per direction: a copy starts when the link is free (or now, if later) and
+ends `transfer_seconds(num_blocks)` later. It mirrors the swap engine's bookkeeping: a
+swap-out that ends well leaves a host copy, a swap-in that ends well consumes it, a release
+drops it, and a swap-out over an existing copy or a swap-in without one fails at once. A
+released copy, or one of a finished request, still holds its link until its end (a copy
+already queued on a stream runs out) and is then reported as failed. `fails(job)` decides
+which copies fail (at their end), for tests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorTransferResults
+
+from lamps.vllm.swap.messages import LampsSwapMetadata, LampsSwapWorkerMetadata, SwapJob
+
+Direction = Literal["out", "in"]
+DIRECTIONS: tuple[Direction, Direction] = ("out", "in")
+
+
+@dataclass
+class _Copy:
+    request_id: str
+    end: float
+    fails: bool
+    stopped: bool = False
+
+
+class SimulatedSwapWorker:
+    """Completes each copy after `transfer_seconds(num_blocks)` on `clock`, FIFO per direction."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        transfer_seconds: Callable[[int], float],
+        *,
+        fails: Callable[[SwapJob], bool] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._transfer_seconds = transfer_seconds
+        self._fails = fails
+        self._links: dict[Direction, deque[_Copy]] = {d: deque() for d in DIRECTIONS}
+        self._link_free: dict[Direction, float] = dict.fromkeys(DIRECTIONS, 0.0)
+        self._in_flight: dict[str, _Copy] = {}
+        self._stored: set[str] = set()
+        self._out_results: dict[str, tuple[int, int]] = {}
+        self._finished_recving: set[str] = set()
+        self._failed_recving: set[str] = set()
+        self.blocks_started: dict[Direction, int] = dict.fromkeys(DIRECTIONS, 0)
+
+    # ----- SwapWorker ----------------------------------------------------------------------
+
+    def start_jobs(self, metadata: LampsSwapMetadata) -> None:
+        """Run the step's releases, then start its swap-outs and swap-ins."""
+        for request_id in metadata.release:
+            self._stop(request_id)
+        for job in metadata.swap_out:
+            if job.request_id in self._stored or job.request_id in self._in_flight:
+                self._out_results[job.request_id] = (0, 1)
+                continue
+            self._launch("out", job)
+        for job in metadata.swap_in:
+            if job.request_id not in self._stored or job.request_id in self._in_flight:
+                self._finished_recving.add(job.request_id)
+                self._failed_recving.add(job.request_id)
+                continue
+            self._launch("in", job)
+
+    def collect_finished(self, finished_req_ids: set[str]) -> KVConnectorTransferResults:
+        """Stop transfers of finished requests; return loads that ended (failed ones in both)."""
+        for request_id in finished_req_ids:
+            if request_id in self._in_flight:
+                self._stop(request_id)
+        now = self._clock()
+        for direction in DIRECTIONS:
+            link = self._links[direction]
+            while link and link[0].end <= now:
+                self._finish(direction, link.popleft())
+        results = KVConnectorTransferResults(
+            finished_recving=self._finished_recving, failed_recving=self._failed_recving
+        )
+        self._finished_recving, self._failed_recving = set(), set()
+        return results
+
+    def take_worker_metadata(self) -> LampsSwapWorkerMetadata | None:
+        """Swap-outs that ended since the last call (None when none did)."""
+        if not self._out_results:
+            return None
+        meta = LampsSwapWorkerMetadata(self._out_results)
+        self._out_results = {}
+        return meta
+
+    # ----- for the caller's clock ----------------------------------------------------------
+
+    def next_end(self) -> float | None:
+        """When the next copy in flight ends (None when none is)."""
+        ends = [link[0].end for link in self._links.values() if link]
+        return min(ends) if ends else None
+
+    @property
+    def num_in_flight(self) -> int:
+        """Copies started and not yet reported."""
+        return len(self._in_flight)
+
+    @property
+    def num_stored(self) -> int:
+        """Requests holding a complete host copy."""
+        return len(self._stored)
+
+    # ----- internals -----------------------------------------------------------------------
+
+    def _launch(self, direction: Direction, job: SwapJob) -> None:
+        num_blocks = len(job.block_ids)
+        start = max(self._clock(), self._link_free[direction])
+        end = start + self._transfer_seconds(num_blocks)
+        self._link_free[direction] = end
+        copy = _Copy(job.request_id, end, self._fails is not None and self._fails(job))
+        self._links[direction].append(copy)
+        self._in_flight[job.request_id] = copy
+        self.blocks_started[direction] += num_blocks
+
+    def _stop(self, request_id: str) -> None:
+        self._stored.discard(request_id)
+        copy = self._in_flight.get(request_id)
+        if copy is not None:
+            copy.stopped = True
+
+    def _finish(self, direction: Direction, copy: _Copy) -> None:
+        request_id = copy.request_id
+        del self._in_flight[request_id]
+        ok = not (copy.fails or copy.stopped)
+        if direction == "out":
+            self._out_results[request_id] = (1, 0) if ok else (0, 1)
+            if ok:
+                self._stored.add(request_id)
+            return
+        self._finished_recving.add(request_id)
+        if ok:
+            self._stored.discard(request_id)
+        else:
+            self._failed_recving.add(request_id)

@@ -1,0 +1,107 @@
+"""The worker process's side: runs the step's copies on the C++ swap engine and reports them."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorTransferResults
+
+from lamps.swap import PoolExhaustedError, SwapEngine, SwapError
+from lamps.vllm.swap.config import GIB, SwapConfig
+from lamps.vllm.swap.messages import LampsSwapMetadata, LampsSwapWorkerMetadata
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger("vllm.lamps.swap")
+
+
+class WorkerSide:
+    """A `SwapWorker` on `lamps.swap.SwapEngine` (its own CUDA streams or CPU copier threads)."""
+
+    def __init__(self, config: SwapConfig, num_host_blocks: int) -> None:
+        self.config = config
+        self.num_host_blocks = num_host_blocks
+        self.engine: SwapEngine | None = None
+        self._out_results: dict[str, tuple[int, int]] = {}
+        self._finished_recving: set[str] = set()
+        self._failed_recving: set[str] = set()
+
+    def register(self, kv_caches: dict[str, torch.Tensor], num_blocks: int) -> None:
+        """Build the swap engine over the model's KV cache tensors."""
+        self.engine = SwapEngine(
+            kv_caches, self.num_host_blocks, backend=self.config.backend, num_blocks=num_blocks
+        )
+        logger.info(
+            "LAMPS swap engine: backend=%s, %d host blocks of %d bytes (%.2f GiB)",
+            self.engine.backend,
+            self.engine.num_host_blocks,
+            self.engine.host_block_bytes,
+            self.engine.num_host_blocks * self.engine.host_block_bytes / GIB,
+        )
+
+    def _engine(self) -> SwapEngine:
+        if self.engine is None:
+            raise RuntimeError("LampsSwapConnector: KV caches were never registered")
+        return self.engine
+
+    def start_jobs(self, metadata: LampsSwapMetadata) -> None:
+        """Run the step's releases, then start its swap-outs and swap-ins."""
+        engine = self._engine()
+        for request_id in metadata.release:
+            engine.release(request_id)
+        for job in metadata.swap_out:
+            try:
+                engine.swap_out(job.request_id, job.block_ids)
+            except (PoolExhaustedError, SwapError, ValueError) as e:
+                logger.warning("LAMPS swap: swap-out of %s not started: %s", job.request_id, e)
+                self._out_results[job.request_id] = (0, 1)
+        for job in metadata.swap_in:
+            try:
+                engine.swap_in(job.request_id, job.block_ids, job.first_block)
+            except (SwapError, KeyError, ValueError) as e:
+                logger.warning("LAMPS swap: swap-in of %s not started: %s", job.request_id, e)
+                self._finished_recving.add(job.request_id)
+                self._failed_recving.add(job.request_id)
+
+    def collect_finished(self, finished_req_ids: set[str]) -> KVConnectorTransferResults:
+        """Stop transfers of finished requests; return loads that ended (failed ones in both)."""
+        engine = self._engine()
+        for request_id in finished_req_ids:
+            # A finished request's load is of no use; its blocks are freed once it stops.
+            if engine.in_flight(request_id):
+                engine.release(request_id)
+        for done in engine.poll():
+            ok = done.status == "done"
+            if not ok:
+                logger.warning(
+                    "LAMPS swap: swap-%s of %s %s %s",
+                    done.direction,
+                    done.request_id,
+                    done.status,
+                    done.error,
+                )
+            if done.direction == "out":
+                self._out_results[done.request_id] = (1, 0) if ok else (0, 1)
+            else:
+                self._finished_recving.add(done.request_id)
+                if not ok:
+                    self._failed_recving.add(done.request_id)
+        results = KVConnectorTransferResults(
+            finished_recving=self._finished_recving, failed_recving=self._failed_recving
+        )
+        self._finished_recving, self._failed_recving = set(), set()
+        return results
+
+    def take_worker_metadata(self) -> LampsSwapWorkerMetadata | None:
+        """Swap-outs that ended since the last call (None when none did)."""
+        if not self._out_results:
+            return None
+        meta = LampsSwapWorkerMetadata(self._out_results)
+        self._out_results = {}
+        return meta
+
+    def shutdown(self) -> None:
+        """Drop the engine (its host pool is freed with it)."""
+        self.engine = None
