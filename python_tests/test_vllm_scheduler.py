@@ -403,3 +403,41 @@ def test_unfinished_count_while_paused_for_new_requests(make_vllm_scheduler: Any
     assert sched.has_requests()
     sched.set_pause_state(PauseState.UNPAUSED)
     assert sched.get_num_unfinished_requests() == 1
+
+
+def test_pins_keep_a_finished_requests_blocks_for_the_next_prefix_lookup(
+    make_vllm_scheduler: Any,
+) -> None:
+    # The mechanism a stateless session's finished turn is parked with: pinned blocks are
+    # neither freed nor evicted, and the next request sharing the prefix takes them over.
+    sched = lamps(make_vllm_scheduler, num_blocks=12)
+    total = free_blocks(sched)
+    prompt = list(range(64))
+    sched.add_request(make_request("turn1", prompt, max_tokens=2))
+    run_step(sched)
+    pauses = sched.kv_pauses
+    blocks = pauses.blocks_of(sched.requests["turn1"])
+    assert len(blocks) == 4
+    pauses.pin("session", blocks)
+    for _ in range(3):
+        run_step(sched)
+    assert "turn1" not in sched.requests
+    assert free_blocks(sched) == total - 4 and pauses.num_pinned_blocks == 4
+    # Two requests fill the rest of the cache one after the other; unpinned, the first one's
+    # freed blocks would queue behind turn1's and the second would evict turn1's.
+    for hog in range(2):
+        start = 1000 + 200 * hog
+        sched.add_request(make_request(f"hog{hog}", list(range(start, start + 111)), max_tokens=1))
+        for _ in range(3):
+            run_step(sched)
+    sched.add_request(make_request("turn2", [*prompt, 7, 99, 98], max_tokens=1))
+    out, _ = run_step(sched)
+    assert out.num_scheduled_tokens["turn2"] == 67 - 64  # the pinned prefix was found
+    assert pauses.unpin("session") == 4 and pauses.num_pinned_blocks == 0
+    with pytest.raises(ValueError, match="already holds"):
+        pauses.pin("x", blocks[:1])
+        pauses.pin("x", blocks[:1])
+    pauses.unpin("x")
+    for _ in range(3):
+        run_step(sched)
+    assert free_blocks(sched) == total
