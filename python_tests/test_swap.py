@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-from conftest import layered_kv_cache_config
 from vllm.v1.kv_cache_interface import (
     FullAttentionSpec,
 )
@@ -15,6 +14,7 @@ from vllm.v1.kv_cache_layout import KVCacheLayout
 from vllm.v1.worker.utils import allocate_kv_cache
 
 from lamps import swap
+from lamps.harness import layered_kv_cache_config
 from lamps.swap import (
     PoolExhaustedError,
     SwapEngine,
