@@ -286,7 +286,7 @@ def make_request(
     hasher: BlockHasher | None = None,
 ) -> Request:
     """A vLLM Request (EOS ignored) hashed for the prefix cache, as EngineCore builds it."""
-    from vllm import SamplingParams
+    from vllm.sampling_params import SamplingParams
     from vllm.v1.request import Request
 
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, extra_args=extra_args)
