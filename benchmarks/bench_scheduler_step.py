@@ -8,29 +8,18 @@ Compare the two rows of each `waiting=N` group (target: lamps <= 1.10x vllm).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-
-def _load_fixtures() -> Any:
-    # The shared vLLM helpers live in python_tests/conftest.py; benchmarks/ has its own
-    # conftest, so load that file under a distinct module name.
-    path = Path(__file__).resolve().parents[1] / "python_tests" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("lamps_vllm_test_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_fixtures = _load_fixtures()
-build_vllm_scheduler = _fixtures.build_vllm_scheduler
-make_request = _fixtures.make_request
-model_runner_output = _fixtures.model_runner_output
-write_tiny_llama = _fixtures.write_tiny_llama
+from lamps.harness import (
+    build_scheduler,
+    build_vllm_config,
+    make_request,
+    model_runner_output,
+    write_tiny_llama,
+)
 
 RUNNING = 256
 PROMPT = 32
@@ -42,14 +31,20 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def loaded_scheduler(cls: type, model_dir: Path, waiting: int) -> Any:
-    sched = build_vllm_scheduler(
-        cls, model_dir, max_num_seqs=RUNNING, max_num_batched_tokens=RUNNING * PROMPT,
-        max_model_len=2048, num_blocks=RUNNING * 40 + waiting * 4, async_scheduling=True,
+    config = build_vllm_config(
+        model_dir,
+        max_num_seqs=RUNNING,
+        max_num_batched_tokens=RUNNING * PROMPT,
+        max_model_len=2048,
+        num_blocks=RUNNING * 40 + waiting * 4,
+        async_scheduling=True,
         additional_config={"lamps": {"log_interval_s": 0.0}},
     )
+    sched = build_scheduler(config, scheduler_cls=cls)
     for i in range(RUNNING):
-        sched.add_request(make_request(f"run{i}", [(i * 31 + j) % 500 for j in range(PROMPT)],
-                                       max_tokens=1500))
+        sched.add_request(
+            make_request(f"run{i}", [(i * 31 + j) % 500 for j in range(PROMPT)], max_tokens=1500)
+        )
     step(sched)  # admit and prefill the running batch
     assert len(sched.running) == RUNNING
     for i in range(waiting):
@@ -77,7 +72,11 @@ def test_scheduler_step(benchmark: Any, model_dir: Path, impl: str, waiting: int
     # The other scheduler steps (untimed) before every timed round, so both rows of a group
     # do the same work in the same order and share whatever load the machine has.
     benchmark.pedantic(
-        step, args=(sched,), setup=lambda: step(other), rounds=300, iterations=1,
+        step,
+        args=(sched,),
+        setup=lambda: step(other),
+        rounds=300,
+        iterations=1,
         warmup_rounds=20,
     )
     assert len(sched.running) == RUNNING

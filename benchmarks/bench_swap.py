@@ -14,43 +14,22 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from vllm.v1.kv_cache_interface import (
-    FullAttentionSpec,
-    KVCacheConfig,
-    KVCacheGroupSpec,
-    KVCacheTensor,
-    compute_layout_strides,
-)
 from vllm.v1.kv_cache_layout import KVCacheLayout
 from vllm.v1.worker.utils import allocate_kv_cache
 
 from lamps import swap
+from lamps.harness import attention_spec, layered_kv_cache_config
 from lamps.swap import SwapEngine
 
 NUM_LAYERS = 16
 NUM_BLOCKS = 192
 REQUEST_BLOCKS = 64
-SPEC = FullAttentionSpec(block_size=16, num_kv_heads=8, head_size=64, dtype=torch.float16)
+SPEC = attention_spec(block_size=16, num_kv_heads=8, head_size=64, dtype="float16")
 
 
 def kv_caches(device: str = "cpu") -> dict[str, torch.Tensor]:
     """vLLM's own per-layer [B, H, N, C] views (LBHNC), filled with random data."""
-    layers = [f"model.layers.{i}.self_attn.attn" for i in range(NUM_LAYERS)]
-    layer_stride, block_stride, *_ = compute_layout_strides(
-        SPEC, NUM_BLOCKS, NUM_LAYERS, KVCacheLayout.LBHNC
-    )
-    config = KVCacheConfig(
-        num_blocks=NUM_BLOCKS,
-        kv_cache_tensors=[
-            KVCacheTensor(
-                size=SPEC.page_size_bytes * NUM_LAYERS * NUM_BLOCKS,
-                layers=layers,
-                layer_stride=layer_stride,
-                block_stride=block_stride,
-            )
-        ],
-        kv_cache_groups=[KVCacheGroupSpec(layers, SPEC)],
-    )
+    config = layered_kv_cache_config(SPEC, NUM_BLOCKS, NUM_LAYERS, KVCacheLayout.LBHNC)
     caches = allocate_kv_cache(config, torch.device(device), KVCacheLayout.LBHNC)
     for cache in caches.values():
         cache.normal_()

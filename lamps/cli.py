@@ -1,4 +1,4 @@
-"""Command line: ``lamps replay`` compares schedulers on an augmented-LLM workload."""
+"""Command line: ``lamps replay`` compares schedulers, ``lamps workloads derive`` makes data."""
 
 from __future__ import annotations
 
@@ -103,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=1, help="parallel worker processes for --engine sim (default 1)"
     )
     r.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    w = sub.add_parser("workloads", help="workload data tools")
+    wsub = w.add_subparsers(dest="workloads_command", required=True)
+    d = wsub.add_parser(
+        "derive",
+        help="derive lamps/data files from an InferCept trace",
+        description="Writes the per-type statistics the synthetic generator samples from and "
+        "the compact copy of the trace (the files lamps/data ships) into OUT_DIR.",
+    )
+    d.add_argument("trace", type=Path, help="InferCept-format JSON trace (or builtin:NAME)")
+    d.add_argument("out_dir", type=Path)
+    d.add_argument(
+        "--builtin-name",
+        default="infercept-multi-api",
+        help="name of the compact trace (default infercept-multi-api)",
+    )
     return parser
 
 
@@ -168,6 +183,26 @@ def _replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _workloads_derive(args: argparse.Namespace) -> int:
+    from lamps.workloads import (
+        BUILTIN_TRACES,
+        STATS_FILE,
+        derive_stats,
+        load_trace,
+        write_compact,
+        write_stats,
+    )
+
+    workload = load_trace(args.trace)
+    out_dir: Path = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_stats(derive_stats(workload, args.trace.name), out_dir / STATS_FILE)
+    name = args.builtin_name
+    write_compact(workload, out_dir / BUILTIN_TRACES.get(name, f"{name}.json.gz"))
+    print(f"kinds: {workload.kind_counts()}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lamps`` command."""
     # vLLM logs at INFO on import and per config; the table is the output here.
@@ -178,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return _replay(args, argv)
+        if args.command == "workloads":
+            return _workloads_derive(args)
     except (ValueError, FileNotFoundError) as e:
         parser.exit(2, f"lamps: error: {e}\n")
     parser.error(f"unknown command {args.command!r}")

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import make_request
 from pipelined import PipelinedDriver
 from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.request import RequestStatus
 
+from lamps.harness import make_request
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
 
 # Discard and swap as cheap as preserve for pauses of a few seconds: the hints below spread

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import layered_kv_cache_config
 from vllm.v1.kv_cache_interface import (
     FullAttentionSpec,
 )
@@ -19,6 +18,7 @@ from vllm.v1.kv_cache_layout import KVCacheLayout
 from vllm.v1.worker.utils import allocate_kv_cache
 
 from lamps import swap
+from lamps.harness import layered_kv_cache_config
 from lamps.swap import (
     PoolExhaustedError,
     SwapEngine,

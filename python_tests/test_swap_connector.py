@@ -17,29 +17,25 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import layered_kv_cache_config, make_request
-from vllm.config import (
-    CacheConfig,
-    DeviceConfig,
-    KVTransferConfig,
-    ModelConfig,
-    SchedulerConfig,
-    VllmConfig,
-)
 from vllm.distributed.kv_transfer import kv_transfer_state
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
 from vllm.forward_context import set_forward_context
 from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.kv_cache_interface import (
-    FullAttentionSpec,
-)
 from vllm.v1.kv_cache_layout import KVCacheLayout
-from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import RequestStatus
-from vllm.v1.structured_output import StructuredOutputManager
 from vllm.v1.worker.kv_connector_model_runner_mixin import KVConnectorModelRunnerMixin
 from vllm.v1.worker.utils import allocate_kv_cache
 
+from lamps.harness import (
+    attention_spec,
+    build_scheduler,
+    build_vllm_config,
+    layered_kv_cache_config,
+    make_request,
+    model_runner_output,
+    sampling_requests,
+    swap_connector_config,
+)
 from lamps.swap import SwapEngine, SwapError
 from lamps.vllm import LampsSyncScheduler
 from lamps.vllm.swap import LampsSwapConnector, LampsSwapMetadata, SwapConfig, host_pool_blocks
@@ -71,59 +67,24 @@ class SwapHarness:
         prefix_caching: bool = False,
         scheduler_cls: type[Scheduler] = LampsSyncScheduler,
     ) -> None:
-        spec = FullAttentionSpec(
-            block_size=BLOCK_SIZE,
-            num_kv_heads=NUM_KV_HEADS,
-            head_size=HEAD_SIZE,
-            dtype=torch.float32,
-        )
+        spec = attention_spec(block_size=BLOCK_SIZE, num_kv_heads=NUM_KV_HEADS, head_size=HEAD_SIZE)
         self.kv_cache_config = layered_kv_cache_config(
             spec, num_blocks, NUM_LAYERS, KVCacheLayout.LBHNC
         )
         host_gib = host_pool_blocks_wanted * spec.page_size_bytes * NUM_LAYERS / (1 << 30)
-        self.vllm_config = VllmConfig(
-            model_config=ModelConfig(
-                model=str(model_dir),
-                tokenizer=str(model_dir),
-                skip_tokenizer_init=True,
-                dtype="float32",
-                max_model_len=1024,
-                seed=0,
-            ),
-            cache_config=CacheConfig(
-                block_size=BLOCK_SIZE,
-                gpu_memory_utilization=0.9,
-                cache_dtype="auto",
-                enable_prefix_caching=prefix_caching,
-            ),
-            scheduler_config=SchedulerConfig(
-                max_num_seqs=16,
-                max_num_batched_tokens=2048,
-                max_model_len=1024,
-                enable_chunked_prefill=True,
-                async_scheduling=False,
-                is_encoder_decoder=False,
-            ),
-            device_config=DeviceConfig("cpu"),
-            kv_transfer_config=KVTransferConfig(
-                kv_connector="LampsSwapConnector",
-                kv_connector_module_path="lamps.vllm.swap",
-                kv_role="kv_both",
-                kv_connector_extra_config={
-                    "host_pool_gib": host_gib,
-                    "swap_budget_tokens_per_step": budget,
-                    "backend": "cpu",
-                },
+        self.vllm_config = build_vllm_config(
+            model_dir,
+            max_model_len=1024,
+            num_blocks=num_blocks,
+            block_size=BLOCK_SIZE,
+            enable_prefix_caching=prefix_caching,
+            kv_transfer_config=swap_connector_config(
+                host_pool_gib=host_gib, swap_budget_tokens_per_step=budget, backend="cpu"
             ),
             additional_config={"lamps": {"cost_model": SWAP_FAVOURING_COST}},
         )
-        self.vllm_config.cache_config.num_gpu_blocks = num_blocks
-        self.scheduler = scheduler_cls(
-            vllm_config=self.vllm_config,
-            kv_cache_config=self.kv_cache_config,
-            structured_output_manager=StructuredOutputManager(self.vllm_config),
-            block_size=BLOCK_SIZE,
-            log_stats=False,
+        self.scheduler = build_scheduler(
+            self.vllm_config, self.kv_cache_config, scheduler_cls=scheduler_cls
         )
         self.connector = self.scheduler.connector
         assert isinstance(self.connector, LampsSwapConnector)
@@ -181,21 +142,8 @@ class SwapHarness:
             assert kv_output is not None  # the mixin found the worker-role connector
             for request_id, n in out.num_scheduled_tokens.items():
                 self._check_and_write(request_id, n)
-        req_ids = list(out.num_scheduled_tokens)
-        sampling = {
-            rid
-            for rid in req_ids
-            if rid in self.scheduler.requests and not self.scheduler.requests[rid].is_prefill_chunk
-        }
-        runner_output = ModelRunnerOutput(
-            req_ids=req_ids,
-            req_id_to_index={rid: i for i, rid in enumerate(req_ids)},
-            sampled_token_ids=[[9] if rid in sampling else [] for rid in req_ids],
-            logprobs=None,
-            prompt_logprobs_dict={},
-            pooler_output=[],
-            kv_connector_output=kv_output,
-        )
+        sampling = sampling_requests(self.scheduler, out)
+        runner_output = model_runner_output(out, sampling, 9, kv_connector_output=kv_output)
         self.scheduler.update_from_output(out, runner_output)
         self._scribble_free_blocks()
         return out

@@ -6,9 +6,9 @@ import inspect
 from typing import Any
 
 import pytest
-from conftest import make_request
 from vllm.v1.request import RequestStatus
 
+from lamps.harness import make_request
 from lamps.vllm import compat
 from lamps.vllm.compat import PRIVATE_MEMBERS, check_version, parse_version
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import make_request
 from vllm.v1.core.sched.request_queue import RequestQueue
 from vllm.v1.request import RequestStatus
 
+from lamps.harness import make_request
 from lamps.vllm.hints import Hints
 from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.state import RequestTable

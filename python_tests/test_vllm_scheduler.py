@@ -6,12 +6,12 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import make_request, run_step
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus
 
 from lamps._core import Strategy
+from lamps.harness import make_request, run_step
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
 
 LAMPS_CLASSES = [LampsSyncScheduler, LampsScheduler]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lamps.workloads import (
+    BUILTIN_TRACES,
     KINDS,
+    STATS_FILE,
     derive_stats,
     estimate_tokens,
     load_stats,
@@ -132,6 +136,18 @@ def test_shipped_stats_are_derived_from_the_shipped_trace() -> None:
     w = load_trace("builtin:infercept-multi-api")
     derived = json.loads(json.dumps(derive_stats(w, "infercept_multi_api.json")))
     assert derived == load_stats()
+
+
+def test_cli_derive_writes_the_shipped_files(tmp_path: Path) -> None:
+    from lamps.cli import main
+
+    assert main(["workloads", "derive", "builtin:infercept-multi-api", str(tmp_path)]) == 0
+    stats = json.loads((tmp_path / STATS_FILE).read_text())
+    assert stats["source"] == "builtin:infercept-multi-api"
+    assert {**stats, "source": ""} == {**load_stats(), "source": ""}
+    name = BUILTIN_TRACES["infercept-multi-api"]
+    shipped = resources.files("lamps.data").joinpath(name).read_bytes()
+    assert gzip.decompress((tmp_path / name).read_bytes()) == gzip.decompress(shipped)
 
 
 def test_synthetic_mixture_matches_the_trace() -> None:

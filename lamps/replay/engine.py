@@ -25,26 +25,38 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vllm.sampling_params import SamplingParams
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, KVConnectorOutput, ModelRunnerOutput
 from vllm.v1.request import Request
 
-from lamps.replay.policies import ReplayPolicy
-from lamps.replay.profiles import GpuProfile
-from lamps.replay.vllm_env import (
-    VOCAB_SIZE,
+from lamps.harness import (
+    attention_spec,
+    block_hasher,
     build_scheduler,
     build_vllm_config,
-    model_len_for,
-    request_block_hasher,
+    make_request,
+    model_runner_output,
+    plain_kv_cache_config,
+    scheduler_model_dir,
+    swap_connector_config,
 )
+from lamps.replay.policies import ReplayPolicy
+from lamps.replay.profiles import GIB, GpuProfile
 from lamps.vllm.swap import LampsSwapMetadata
 from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
 from lamps.workloads import Arrival
 
 _ARRIVE, _RESUME = 0, 1
+
+VOCAB_SIZE = 50400
+"""GPT-J's vocabulary; token ids only feed the prefix-cache hashes."""
+
+
+def model_len_for(context_tokens: int, block_size: int) -> int:
+    """A max_model_len that fits ``context_tokens`` plus the sampled token, block-aligned."""
+    need = context_tokens + 1
+    return max(2048, -(-need // block_size) * block_size)
 
 
 def token_at(index: int, position: int) -> int:
@@ -140,17 +152,41 @@ class SimEngine:
         self.now = 0.0
         self.on_finish = on_finish
         max_ctx = max(a.request.final_context_tokens for a in arrivals)
+        max_model_len = model_len_for(max_ctx, profile.block_size)
+        # The LAMPS swap connector moves paused sessions' KV to a host pool; the replay
+        # simulates its worker side (transfer completions after their link time).
+        transfer = (
+            swap_connector_config(host_pool_gib=profile.host_memory_bytes / GIB)
+            if policy.swap
+            else None
+        )
         self.vllm_config = build_vllm_config(
-            profile,
-            model_len_for(max_ctx, profile.block_size),
+            scheduler_model_dir(max_model_len, VOCAB_SIZE),
+            max_model_len=max_model_len,
+            dtype="float16",
+            max_num_seqs=profile.max_num_seqs,
+            max_num_batched_tokens=profile.max_num_batched_tokens,
+            num_blocks=profile.num_blocks(),
+            block_size=profile.block_size,
             policy=policy.queue_policy,
             scheduler_cls=policy.scheduler_cls,
             additional_config=policy.additional_config(),
-            swap=policy.swap,
+            kv_transfer_config=transfer,
         )
-        self.scheduler: Scheduler = build_scheduler(policy.scheduler_cls, self.vllm_config, profile)
+        # One full-attention group with the profile's KV layout and block count.
+        spec = attention_spec(
+            block_size=profile.block_size,
+            num_kv_heads=profile.num_kv_heads,
+            head_size=profile.head_size,
+            dtype="float16",
+        )
+        kv_cache_config = plain_kv_cache_config(spec, profile.num_blocks(), profile.num_layers)
+        self.scheduler: Scheduler = build_scheduler(
+            self.vllm_config, kv_cache_config, scheduler_cls=policy.scheduler_cls
+        )
         policy.attach(self.scheduler, self.clock)
-        self._hasher = request_block_hasher(self.vllm_config)
+        cache_config = self.vllm_config.cache_config
+        self._hasher = block_hasher(cache_config.block_size, cache_config.prefix_caching_hash_algo)
         self._events: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self._by_id: dict[str, RequestRecord] = {}
@@ -179,14 +215,6 @@ class SimEngine:
     def _push(self, t: float, kind: int, payload: Any) -> None:
         heapq.heappush(self._events, (t, next(self._seq), kind, payload))
 
-    def _sampling_params(self, rec: RequestRecord, max_tokens: int) -> SamplingParams:
-        hints = self.policy.hints(rec.arrival, rec.segment)
-        return SamplingParams(
-            max_tokens=max_tokens,
-            ignore_eos=True,
-            extra_args={"lamps": hints} if hints is not None else None,
-        )
-
     def _make_request(
         self,
         rec: RequestRecord,
@@ -199,14 +227,15 @@ class SimEngine:
     ) -> Request:
         index = rec.arrival.index
         seg = rec.arrival.request.segments[rec.segment]
-        return Request(
-            request_id=request_id,
-            prompt_token_ids=[token_at(index, p) for p in range(start, stop)],
-            sampling_params=self._sampling_params(rec, seg.output_tokens),
-            pooling_params=None,
-            arrival_time=arrival_time,
-            block_hasher=self._hasher,
+        hints = self.policy.hints(rec.arrival, rec.segment)
+        return make_request(
+            request_id,
+            [token_at(index, p) for p in range(start, stop)],
+            max_tokens=seg.output_tokens,
+            extra_args={"lamps": hints} if hints is not None else None,
             resumable=resumable,
+            arrival_time=arrival_time,
+            hasher=self._hasher,
         )
 
     def _start_segment(self, rec: RequestRecord) -> None:
@@ -249,13 +278,8 @@ class SimEngine:
         self.scheduler.add_request(update)
         if last:
             # EngineCore closes a session with a non-resumable request under the same id.
-            closing = Request(
-                request_id=req_id,
-                prompt_token_ids=[0],
-                sampling_params=SamplingParams(max_tokens=1),
-                pooling_params=None,
-                arrival_time=self.now,
-                resumable=False,
+            closing = make_request(
+                req_id, [0], max_tokens=1, arrival_time=self.now, hasher=self._hasher
             )
             self.scheduler.add_request(closing)
 
@@ -310,25 +334,17 @@ class SimEngine:
 
     # -- main loop ------------------------------------------------------------------------
 
-    def _model_output(self, num_scheduled: dict[str, int]) -> ModelRunnerOutput:
+    def _model_output(self, out: SchedulerOutput) -> ModelRunnerOutput:
         """One sampled token per request whose known sequence is fully computed."""
-        req_ids = list(num_scheduled)
-        sampled: list[list[int]] = []
+        sampled: dict[str, int] = {}
         requests = self.scheduler.requests
-        for req_id in req_ids:
+        for req_id in out.num_scheduled_tokens:
             req = requests[req_id]
             # After schedule() num_computed_tokens already counts this step's tokens; a request
             # samples once its whole known sequence has been computed.
             if req.num_computed_tokens >= req.num_tokens:
-                sampled.append([token_at(self._by_id[req_id].arrival.index, req.num_tokens)])
-            else:
-                sampled.append([])
-        return ModelRunnerOutput(
-            req_ids=req_ids,
-            req_id_to_index={r: i for i, r in enumerate(req_ids)},
-            sampled_token_ids=sampled,
-            kv_connector_output=self._connector_output(),
-        )
+                sampled[req_id] = token_at(self._by_id[req_id].arrival.index, req.num_tokens)
+        return model_runner_output(out, sampled, kv_connector_output=self._connector_output())
 
     def run(self) -> RunResult:
         """Replays every arrival to completion and returns the records."""
@@ -367,7 +383,7 @@ class SimEngine:
                 rec = self._by_id[req_id]
                 rec.scheduled_tokens += k
                 rec.service_seconds += dt
-            mro = self._model_output(out.num_scheduled_tokens)
+            mro = self._model_output(out)
             engine_outputs = sched.update_from_output(out, mro)
             for eco in engine_outputs.values():
                 for o in eco.outputs:

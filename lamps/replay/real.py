@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from lamps.harness import TINY_LLAMA_VOCAB, write_tiny_llama
 from lamps.replay.engine import RequestRecord, RunResult
 from lamps.replay.metrics import summarize
 from lamps.replay.policies import LampsPolicy, ReplayPolicy, make_policy
@@ -38,7 +39,6 @@ TOKEN_SCALE = 8
 TIME_SCALE = 20.0
 KV_BLOCKS = 32
 BLOCK_SIZE = 32
-VOCAB = 512
 # Rough figures for the tiny fp32 model on this CPU (2 layers x 2 KV heads x 64 x K/V x 4 B).
 TINY_COST = {
     "a_ms_per_token": 0.05,
@@ -66,29 +66,6 @@ def scale_workload(workload: Workload) -> Workload:
             WorkloadRequest(r.request_id, max(8, r.prompt_tokens // TOKEN_SCALE), segs, r.kind)
         )
     return Workload(f"{workload.name}-scaled", tuple(requests))
-
-
-def write_tiny_llama(path: Path, max_len: int, seed: int = 0) -> Path:
-    """A random-weight Llama (config + safetensors, no tokenizer); the tests use it too."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=64,  # vLLM's CPU attention needs 64; 16 does not work
-        max_position_embeddings=max_len,
-        torch_dtype="float32",
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
-    return path
 
 
 @dataclass
@@ -162,7 +139,7 @@ def _engine_args(policy: ReplayPolicy, model_dir: Path, max_len: int) -> Any:
 
 
 def _tokens(index: int, start: int, stop: int) -> list[int]:
-    return [3 + (index * 131 + p * 7) % (VOCAB - 3) for p in range(start, stop)]
+    return [3 + (index * 131 + p * 7) % (TINY_LLAMA_VOCAB - 3) for p in range(start, stop)]
 
 
 async def _session(engine: Any, policy: ReplayPolicy, rec: RequestRecord, t0: float) -> None:

@@ -1,0 +1,50 @@
+"""Augmented-LLM workloads: the data model, trace formats, a synthetic mixture, arrivals.
+
+``model`` holds the request templates, ``formats`` reads InferCept-format traces and the
+shipped compact ones, ``synthetic`` derives per-type statistics and generates from them, and
+``arrivals`` samples Poisson arrivals. The public names are re-exported here.
+"""
+
+from lamps.workloads.arrivals import poisson_arrivals
+from lamps.workloads.formats import (
+    BUILTIN_TRACES,
+    CHARS_PER_TOKEN,
+    classify,
+    estimate_tokens,
+    load_trace,
+    parse_compact,
+    parse_trace,
+    to_compact,
+    write_compact,
+)
+from lamps.workloads.model import KINDS, Arrival, TraceSegment, Workload, WorkloadRequest
+from lamps.workloads.synthetic import (
+    STATS_FILE,
+    derive_stats,
+    load_stats,
+    synthetic_workload,
+    write_stats,
+)
+
+__all__ = [
+    "BUILTIN_TRACES",
+    "CHARS_PER_TOKEN",
+    "KINDS",
+    "STATS_FILE",
+    "Arrival",
+    "TraceSegment",
+    "Workload",
+    "WorkloadRequest",
+    "classify",
+    "derive_stats",
+    "estimate_tokens",
+    "load_stats",
+    "load_trace",
+    "parse_compact",
+    "parse_trace",
+    "poisson_arrivals",
+    "synthetic_workload",
+    "to_compact",
+    "write_compact",
+    "write_stats",
+]
