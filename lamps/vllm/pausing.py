@@ -7,13 +7,17 @@ handed to a host copy first (*swap*: the LAMPS swap connector, or vLLM's CPU off
 loads it back at resume). `KvPauses` is the one place that releases a session's KV, knows
 which sessions are released (their *frontier*: the context computed when the KV went),
 restores them at resume, unparks them, and accounts their first admission afterwards.
+It also holds *pins*: references on KV blocks that no request owns any more (the finished
+turn of a stateless session waiting for its next request, the head of a partly swapped
+context), so the prefix cache keeps them until the pin is dropped; the next request that
+shares the prefix takes them over through vLLM's own prefix lookup.
 Policies (LAMPS, the baselines) decide what to do with a pause; they do it through here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +48,8 @@ class KvPauses:
     def __init__(self, scheduler: Any) -> None:
         self._sched = scheduler
         self._frontiers: dict[str, int] = {}
+        self._pins: dict[str, list[Any]] = {}
+        self._num_pinned = 0
         connector = scheduler.connector
         self._swap_hook = getattr(connector, "lamps_swap_out", None)
         self._offloading = (
@@ -120,6 +126,43 @@ class KvPauses:
     def forget(self, request_id: str) -> None:
         """Drop what is known of a freed request."""
         self._frontiers.pop(request_id, None)
+
+    # ----- pins -------------------------------------------------------------------------------
+
+    def blocks_of(self, request: Request, num_tokens: int | None = None) -> list[Any]:
+        """The request's full, cached KV blocks (of its first `num_tokens` tokens if given)."""
+        manager = self._sched.kv_cache_manager
+        blocks = manager.get_blocks(request.request_id).blocks[0]
+        limit = request.num_computed_tokens if num_tokens is None else num_tokens
+        full = min(limit // self._sched.block_size, len(blocks))
+        return [b for b in blocks[:full] if b.block_hash is not None]
+
+    def pin(self, key: str, blocks: Sequence[Any]) -> None:
+        """Hold a reference on `blocks` under `key`: the prefix cache cannot evict them."""
+        if key in self._pins:
+            raise ValueError(f"pin {key!r} already holds {len(self._pins[key])} blocks")
+        held = list(blocks)
+        self._sched.kv_cache_manager.block_pool.touch(held)
+        self._pins[key] = held
+        self._num_pinned += len(held)
+
+    def unpin(self, key: str) -> int:
+        """Drop the pin `key` (its blocks become evictable, last ones first); blocks released."""
+        held = self._pins.pop(key, None)
+        if not held:
+            return 0
+        self._sched.kv_cache_manager.block_pool.free_blocks(reversed(held))
+        self._num_pinned -= len(held)
+        return len(held)
+
+    def pinned(self, key: str) -> Sequence[Any]:
+        """The blocks pin `key` holds (empty when none)."""
+        return self._pins.get(key, ())
+
+    @property
+    def num_pinned_blocks(self) -> int:
+        """Blocks held by pins (a block pinned twice counts twice)."""
+        return self._num_pinned
 
 
 def _admissions(scheduler_output: SchedulerOutput) -> Iterable[str]:
