@@ -100,6 +100,7 @@ def lamps_totals(text: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.requires_cpu_engine
 # vLLM's AsyncLLM.shutdown() leaves its zmq context to the garbage collector, which reports it
 # as an unclosed resource; collected inside this test (gc.collect below) so it lands here.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")

@@ -25,6 +25,7 @@ def test_scaled_workload_keeps_the_shape() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.requires_cpu_engine
 # AsyncLLM.shutdown() leaves its zmq context and a shared-memory segment to the garbage
 # collector, which reports them as unclosed resources.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
