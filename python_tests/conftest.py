@@ -66,8 +66,14 @@ def build_vllm_scheduler(
     async_scheduling: bool = False,
     additional_config: dict[str, Any] | None = None,
     long_prefill_token_threshold: int = 0,
+    enable_chunked_prefill: bool = True,
+    scheduling_policy: str = "fcfs",
+    kv_transfer_config: Any = None,
 ) -> Any:
-    """A real vLLM scheduler of `scheduler_cls` on CPU with a `num_blocks`-block KV cache."""
+    """A real vLLM scheduler of `scheduler_cls` on CPU with a `num_blocks`-block KV cache.
+
+    `kv_transfer_config`: a vLLM KVTransferConfig, to run the scheduler with a KV connector.
+    """
     import torch
     from vllm.config import (
         CacheConfig,
@@ -99,9 +105,10 @@ def build_vllm_scheduler(
         max_num_batched_tokens=max_num_batched_tokens,
         max_model_len=max_model_len,
         long_prefill_token_threshold=long_prefill_token_threshold,
-        enable_chunked_prefill=True,
+        enable_chunked_prefill=enable_chunked_prefill,
         async_scheduling=async_scheduling,
         is_encoder_decoder=False,
+        policy=scheduling_policy,
     )
     cache_config = CacheConfig(
         block_size=block_size,
@@ -114,6 +121,7 @@ def build_vllm_scheduler(
         cache_config=cache_config,
         scheduler_config=scheduler_config,
         device_config=DeviceConfig("cpu"),
+        kv_transfer_config=kv_transfer_config,
         additional_config=additional_config or {},
     )
     cache_config.num_gpu_blocks = num_blocks
