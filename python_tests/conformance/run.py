@@ -16,6 +16,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,8 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for mode, rc, results, log, seconds in runs:
         ok &= summarise(mode, rc, results, log, seconds, args.show_log)
-    print(f"== conformance {'OK' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s "
-          f"(logs: {work})")
+    elapsed = time.monotonic() - started
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"== conformance OK in {elapsed:.0f} s")
+    else:
+        print(f"== conformance FAILED in {elapsed:.0f} s (logs kept in {work})")
     return 0 if ok else 1
 
 
