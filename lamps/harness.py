@@ -137,8 +137,9 @@ def build_vllm_config(
     additional_config: dict[str, Any] | None = None,
     kv_transfer_config: KVTransferConfig | None = None,
     long_prefill_token_threshold: int = 0,
+    enable_chunked_prefill: bool = True,
 ) -> VllmConfig:
-    """A CPU VllmConfig (chunked prefill on) whose KV cache has ``num_blocks`` blocks."""
+    """A CPU VllmConfig whose KV cache has ``num_blocks`` blocks."""
     from vllm.config import CacheConfig, DeviceConfig, SchedulerConfig, VllmConfig
 
     scheduler_config = SchedulerConfig(
@@ -147,7 +148,7 @@ def build_vllm_config(
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
         long_prefill_token_threshold=long_prefill_token_threshold,
-        enable_chunked_prefill=True,
+        enable_chunked_prefill=enable_chunked_prefill,
         policy=policy,  # type: ignore[arg-type]
         async_scheduling=async_scheduling,
         scheduler_cls=scheduler_cls,
