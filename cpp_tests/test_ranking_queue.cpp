@@ -164,3 +164,24 @@ TEST(RankingQueue, BulkUpdateRebuildMatchesSingleUpdates) {
 }
 
 }  // namespace
+
+TEST(RankingQueue, PerRequestWaitOverridesTheThreshold) {
+  lamps::RankingQueue queue(10);
+  queue.push(0, 9.0, 0.0, std::nullopt, false, 2);
+  queue.push(1, 8.0, 1.0, std::nullopt, false, lamps::RankingQueue::kNever);
+  queue.push(2, 7.0, 2.0, std::nullopt, false);
+  EXPECT_EQ(queue.tick(2), 1u);
+  EXPECT_TRUE(queue.is_promoted(0));
+  EXPECT_EQ(queue.tick(1000000), 1u);  // request 2 at the threshold; request 1 never
+  EXPECT_FALSE(queue.is_promoted(1));
+  EXPECT_EQ(queue.waiting_since(1), 0u);
+  EXPECT_EQ(drain(queue), (std::vector<std::uint32_t>{0, 2, 1}));
+}
+
+TEST(RankingQueue, HugeWaitsSaturateToNever) {
+  lamps::RankingQueue queue(1);
+  queue.tick(100);
+  queue.push(0, 1.0, 0.0, std::nullopt, false, lamps::RankingQueue::kNever - 5);
+  EXPECT_EQ(queue.tick(1000), 0u);
+  EXPECT_FALSE(queue.is_promoted(0));
+}

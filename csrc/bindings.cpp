@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -265,20 +266,31 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("starvation_threshold", &lamps::RankingQueue::starvation_threshold)
       .def_property_readonly("iteration", &lamps::RankingQueue::iteration)
       .def_property_readonly_static("max_handle", [](py::object) { return lamps::RankingQueue::kMaxHandle; })
+      .def_property_readonly_static(
+          "never", [](py::object) { return std::numeric_limits<std::int64_t>::max(); },
+          "A `starve_after` that never promotes.")
       .def(
           "push",
           [](lamps::RankingQueue& q, const Handle& handle, const Arg<double>& score,
              const Arg<double>& arrival, const Arg<std::optional<std::int64_t>>& waiting_since,
-             const Arg<bool>& promoted) {
+             const Arg<bool>& promoted, const Arg<std::optional<std::int64_t>>& starve_after) {
             std::optional<std::uint64_t> since;
             if (const auto w = waiting_since.get("waiting_since")) {
               since = non_negative_count(*w, "waiting_since");
             }
+            std::optional<std::uint64_t> after;
+            if (const auto a = starve_after.get("starve_after")) {
+              after = *a == std::numeric_limits<std::int64_t>::max()
+                          ? lamps::RankingQueue::kNever
+                          : non_negative_count(*a, "starve_after");
+            }
             q.push(handle.get("handle"), score.get("score"), arrival.get("arrival"), since,
-                   promoted.get("promoted"));
+                   promoted.get("promoted"), after);
           },
           "handle"_a, "score"_a, "arrival"_a, "waiting_since"_a = py::none(), "promoted"_a = false,
-          "Queue a handle (unique while queued) with its score and arrival time.")
+          "starve_after"_a = py::none(),
+          "Queue a handle (unique while queued) with its score and arrival time; `starve_after`: "
+          "ticks it may wait before promotion (None: the queue's threshold; `never`).")
       .def("pop", &lamps::RankingQueue::pop, "Remove and return the first handle.")
       .def("peek", &lamps::RankingQueue::peek, "Return the first handle without removing it.")
       .def(

@@ -165,6 +165,7 @@ class RankingQueue:
     """Indexed min-heap of handles by score, with starvation prevention."""
 
     max_handle: int
+    never: int
     def __init__(self, starvation_threshold: int | None = 100) -> None: ...
     @property
     def starvation_threshold(self) -> int: ...
@@ -177,8 +178,10 @@ class RankingQueue:
         arrival: float,
         waiting_since: int | None = None,
         promoted: bool = False,
+        starve_after: int | None = None,
     ) -> None:
-        """Queue a handle (unique while queued) with its score and arrival time."""
+        """Queue a handle (unique while queued) with its score and arrival time; `starve_after`:
+        ticks it may wait before promotion (None: the queue's threshold; `never`)."""
     def pop(self) -> int:
         """Remove and return the first handle."""
     def peek(self) -> int:
@@ -190,7 +193,7 @@ class RankingQueue:
     def update_many(self, handles: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> None:
         """Re-key many handles at once (int64 and float64 arrays)."""
     def tick(self, iterations: int = 1) -> int:
-        """Advance the iteration clock; returns the number promoted."""
+        """Advance the queue's clock; returns the number promoted."""
     def is_promoted(self, handle: int) -> bool:
         """Whether the handle was promoted for having waited too long."""
     def score(self, handle: int) -> float:

@@ -14,6 +14,8 @@ import lamps
 handles = st.integers(0, 63)
 scores = st.floats(-1e6, 1e6, allow_nan=False)
 arrivals = st.integers(0, 20).map(float)
+# A request's own wait before promotion: the queue's default, a custom one, or never.
+waits = st.one_of(st.none(), st.integers(0, 8), st.just(lamps.RankingQueue.never))
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -25,28 +27,37 @@ class QueueMachine(RuleBasedStateMachine):
         self.queue = lamps.RankingQueue(self.threshold)
         self.seq = 0
         self.iteration = 0
-        # handle -> (score, arrival, seq) and waiting_since for unpromoted; promoted separately.
+        # handle -> (score, arrival, seq), waiting_since and own wait for unpromoted;
+        # promoted separately.
         self.entries: dict[int, tuple[float, float, int]] = {}
         self.since: dict[int, int] = {}
+        self.wait: dict[int, int | None] = {}
         self.promoted: dict[int, tuple[int, float, int]] = {}
 
+    def _starved(self, h: int) -> bool:
+        wait = self.threshold if self.wait[h] is None else self.wait[h]
+        return wait != lamps.RankingQueue.never and self.iteration - self.since[h] >= wait
+
     def _promote_starved(self) -> int:
-        starved = [h for h in self.entries if self.iteration - self.since[h] >= self.threshold]
+        starved = [h for h in self.entries if self._starved(h)]
         for h in starved:
             _, arrival, seq = self.entries.pop(h)
+            self.wait.pop(h)
             self.promoted[h] = (self.since.pop(h), arrival, seq)
         return len(starved)
 
-    @rule(handle=handles, score=scores, arrival=arrivals)
-    def push(self, handle: int, score: float, arrival: float) -> None:
+    @rule(handle=handles, score=scores, arrival=arrivals, wait=waits)
+    def push(self, handle: int, score: float, arrival: float, wait: int | None) -> None:
         if handle in self.entries or handle in self.promoted:
             with pytest.raises(ValueError, match="already queued"):
-                self.queue.push(handle, score, arrival)
+                self.queue.push(handle, score, arrival, starve_after=wait)
             return
-        self.queue.push(handle, score, arrival)
+        self.queue.push(handle, score, arrival, starve_after=wait)
         self.entries[handle] = (score, arrival, self.seq)
         self.since[handle] = self.iteration
+        self.wait[handle] = wait
         self.seq += 1
+        self._promote_starved()  # a wait of 0 promotes at once
 
     @rule()
     def pop(self) -> None:
@@ -98,6 +109,7 @@ class QueueMachine(RuleBasedStateMachine):
     def _forget(self, handle: int) -> None:
         self.entries.pop(handle, None)
         self.since.pop(handle, None)
+        self.wait.pop(handle, None)
         self.promoted.pop(handle, None)
 
     @invariant()
@@ -106,6 +118,8 @@ class QueueMachine(RuleBasedStateMachine):
         assert len(self.queue) == len(self.entries) + len(self.promoted)
         for h in self.promoted:
             assert self.queue.is_promoted(h)
+        for h in self.entries:
+            assert self.queue.waiting_since(h) == self.since[h]
 
 
 TestQueueMachine = QueueMachine.TestCase
@@ -140,3 +154,16 @@ def test_none_threshold_disables_starvation_prevention() -> None:
     q.push(0, 5.0, 0.0)
     assert q.tick(10**9) == 0
     assert not q.is_promoted(0)
+
+
+def test_a_request_may_wait_its_own_time_or_never_be_promoted() -> None:
+    """`starve_after` overrides the queue's threshold per request; `never` opts out."""
+    q = lamps.RankingQueue(10)
+    q.push(0, 9.0, 0.0, starve_after=2)
+    q.push(1, 8.0, 1.0, starve_after=lamps.RankingQueue.never)
+    q.push(2, 7.0, 2.0)
+    assert q.tick(2) == 1 and q.is_promoted(0)
+    assert q.tick(10**12) == 1 and q.is_promoted(2) and not q.is_promoted(1)
+    assert q.ranked() == [0, 2, 1]
+    with pytest.raises(ValueError, match="starve_after"):
+        q.push(3, 1.0, 0.0, starve_after=-1)

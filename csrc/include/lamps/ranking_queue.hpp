@@ -1,14 +1,18 @@
 #pragma once
 // The LAMPS waiting queue: requests ranked by score (smallest memory-over-time first), ties by
-// arrival, with starvation prevention: a request that has waited `starvation_threshold`
-// scheduler iterations goes ahead of every unpromoted request, FIFO among promoted ones.
+// arrival, with starvation prevention: a request that has waited `starvation_threshold` ticks
+// of the queue's clock goes ahead of every unpromoted request, FIFO among promoted ones. The
+// clock is the caller's: one tick per scheduler iteration, or one per millisecond of waiting.
+// A request may carry its own wait before promotion (`starve_after`, kNever for none), which
+// expresses rules such as "waited k times its predicted service" or "never if not yet run".
 //
 // Starvation is checked without touching every queued request per iteration: a second heap
-// orders unpromoted requests by the iteration they started waiting, so tick() only looks at
-// the requests that cross the threshold, and each request is promoted at most once.
+// orders unpromoted requests by the tick they become starved, so tick() only looks at the
+// requests that cross it, and each request is promoted at most once.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -25,6 +29,8 @@ class RankingQueue {
   // Handles are caller-chosen slot indices; the bound keeps a stray huge handle from
   // allocating gigabytes of position table.
   static constexpr std::int64_t kMaxHandle = (std::int64_t{1} << 26) - 1;
+  // A `starve_after` that never promotes.
+  static constexpr std::uint64_t kNever = std::numeric_limits<std::uint64_t>::max();
 
   // starvation_threshold == 0 disables promotion.
   explicit RankingQueue(std::uint64_t starvation_threshold = 100)
@@ -49,8 +55,11 @@ class RankingQueue {
     return by_score_.contains(h) || promoted_.contains(h);
   }
 
+  // `starve_after`: ticks of waiting before this request is promoted (default: the queue's
+  // threshold; kNever: not promoted by waiting).
   void push(std::int64_t handle, double score, double arrival,
-            std::optional<std::uint64_t> waiting_since, bool promoted) {
+            std::optional<std::uint64_t> waiting_since, bool promoted,
+            std::optional<std::uint64_t> starve_after = std::nullopt) {
     const Handle h = checked_handle(handle);
     require_finite(score, "score");
     require_finite(arrival, "arrival");
@@ -58,14 +67,19 @@ class RankingQueue {
       throw std::invalid_argument("handle " + std::to_string(h) + " is already queued");
     }
     const std::uint64_t since = waiting_since.value_or(iteration_);
-    if (h >= scores_.size()) scores_.resize(h + std::size_t{1}, 0.0);
+    if (h >= scores_.size()) {
+      scores_.resize(h + std::size_t{1}, 0.0);
+      since_.resize(h + std::size_t{1}, 0);
+    }
     scores_[h] = score;
+    since_[h] = since;
+    const double due = starved_at(since, starve_after.value_or(default_wait()));
     const std::uint64_t seq = next_seq_++;
-    if (promoted || starved(since)) {
+    if (promoted || due <= static_cast<double>(iteration_)) {
       promoted_.push(HeapNode{static_cast<double>(since), arrival, seq, h});
     } else {
       by_score_.push(HeapNode{score, arrival, seq, h});
-      by_age_.push(HeapNode{static_cast<double>(since), arrival, seq, h});
+      by_age_.push(HeapNode{due, arrival, seq, h});
     }
   }
 
@@ -127,7 +141,7 @@ class RankingQueue {
   std::size_t tick(std::uint64_t iterations = 1) {
     iteration_ += iterations;
     std::size_t promoted = 0;
-    while (!by_age_.empty() && starved(static_cast<std::uint64_t>(by_age_.top().key))) {
+    while (!by_age_.empty() && by_age_.top().key <= static_cast<double>(iteration_)) {
       promote(by_age_.top().handle);
       ++promoted;
     }
@@ -137,11 +151,7 @@ class RankingQueue {
   bool is_promoted(std::int64_t handle) const { return promoted_.contains(known(handle)); }
   double score(std::int64_t handle) const { return scores_[known(handle)]; }
 
-  std::uint64_t waiting_since(std::int64_t handle) const {
-    const Handle h = known(handle);
-    const HeapNode& node = promoted_.contains(h) ? promoted_.node(h) : by_age_.node(h);
-    return static_cast<std::uint64_t>(node.key);
-  }
+  std::uint64_t waiting_since(std::int64_t handle) const { return since_[known(handle)]; }
 
   // Handles in the order pop() would return them, without changing the queue.
   std::vector<Handle> ranked() const {
@@ -159,9 +169,15 @@ class RankingQueue {
   }
 
  private:
-  bool starved(std::uint64_t waiting_since) const {
-    return starvation_threshold_ > 0 && iteration_ >= waiting_since &&
-           iteration_ - waiting_since >= starvation_threshold_;
+  std::uint64_t default_wait() const {
+    return starvation_threshold_ == 0 ? kNever : starvation_threshold_;
+  }
+
+  // The tick at which a request waiting since `since` is starved (+inf: never). A double:
+  // the age heap's key, exact below 2^53 ticks.
+  static double starved_at(std::uint64_t since, std::uint64_t after) {
+    if (after == kNever || since > kNever - after) return std::numeric_limits<double>::infinity();
+    return static_cast<double>(since + after);
   }
 
   Handle known(std::int64_t handle) const {
@@ -172,9 +188,10 @@ class RankingQueue {
   }
 
   void promote(Handle h) {
-    const HeapNode age = by_age_.erase(h);
+    HeapNode node = by_age_.erase(h);
     by_score_.erase(h);
-    promoted_.push(age);
+    node.key = static_cast<double>(since_[h]);  // FIFO by waiting start among promoted
+    promoted_.push(node);
   }
 
   static void append_sorted(const IndexedHeap& heap, std::vector<Handle>& order) {
@@ -187,9 +204,10 @@ class RankingQueue {
   std::uint64_t iteration_ = 0;
   std::uint64_t next_seq_ = 0;
   IndexedHeap by_score_;  // unpromoted requests by (score, arrival, seq)
-  IndexedHeap by_age_;    // the same requests by (waiting_since, arrival, seq)
+  IndexedHeap by_age_;    // the same requests by (tick they starve, arrival, seq)
   IndexedHeap promoted_;  // promoted requests by (waiting_since, arrival, seq): FIFO by age
   std::vector<double> scores_;  // handle -> latest score, promoted requests included
+  std::vector<std::uint64_t> since_;  // handle -> tick it started waiting
 };
 
 }  // namespace lamps
