@@ -97,6 +97,8 @@ PRIVATE_MEMBERS: tuple[PrivateMember, ...] = (
     PrivateMember(Scheduler, "kv_cache_manager", "read"),
     PrivateMember(Scheduler, "connector", "read"),
     PrivateMember(Scheduler, "block_size", "read"),
+    PrivateMember(Scheduler, "max_num_scheduled_tokens", "read"),
+    PrivateMember(Scheduler, "kv_cache_config", "read"),
     PrivateMember(Scheduler, "cache_config", "read"),
     PrivateMember(Scheduler, "vllm_config", "read"),
     PrivateMember(Scheduler, "num_waiting_for_streaming_input", "read"),

@@ -30,6 +30,40 @@ _COST_MODEL_KEYS = (
 )
 
 
+CHOICES: dict[str, dict[str, str]] = {
+    "running_order": {
+        "score": "the running list sorted by score before each step: token budget in score "
+        "order, the victim (running[-1]) the largest score",
+        "admission": "vLLM's order (admission, FCFS), as the authors keep it",
+    },
+    "starvation_rule": {
+        "iterations": "promote after starvation_threshold scheduler iterations of waiting "
+        "(the paper's rule)",
+        "seconds": "promote after starvation_seconds of waiting",
+        "relative": "promote after waiting starvation_factor times the predicted service time",
+        "authors": "the authors' code: only requests that already ran once count iterations "
+        "waiting; at starvation_threshold they are promoted",
+        "none": "never promote",
+    },
+    "redecide": {
+        "overrun": "decide at the pause; re-decide a preserved call when it outlasts its "
+        "prediction",
+        "every_step": "re-decide every preserved pause before each step with its remaining "
+        "predicted time (InferCept's way)",
+        "demote": "pauses start preserved; before each step all but the costliest pause whose "
+        "class is discard or swap are released (the authors' way)",
+    },
+    "swap_policy": {
+        "unbudgeted": "swap whenever it is the least waste",
+        "budgeted": "swap only within what one iteration's compute hides (InferCept's "
+        "allowance); otherwise the next-best strategy",
+        "largest_saving_first": "the iteration's allowance goes to the swaps that save the "
+        "most waste; the others take their next-best strategy",
+    },
+}
+"""The ablation switches: each key's values and what they mean."""
+
+
 @dataclass(frozen=True)
 class LampsConfig:
     """Validated settings of the LAMPS scheduler plug-in."""
@@ -44,6 +78,13 @@ class LampsConfig:
     default_api_seconds: float = 1.0
     default_output_tokens: int = 64
     allow_swap: bool = True
+    # How each of LAMPS' design choices is made (the ablations; README "Ablations").
+    running_order: str = "score"
+    starvation_rule: str = "iterations"
+    starvation_seconds: float = 30.0
+    starvation_factor: float = 4.0
+    redecide: str = "overrun"
+    swap_policy: str = "unbudgeted"
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, str) or not self.profile:
@@ -66,6 +107,14 @@ class LampsConfig:
             self.default_output_tokens, "default_output_tokens", minimum=1, maximum=_MAX_TOKENS
         )
         _check_bool(self.allow_swap, "allow_swap")
+        for key, choices in CHOICES.items():
+            if getattr(self, key) not in choices:
+                raise ValueError(
+                    f"lamps config '{key}' must be one of {list(choices)}, "
+                    f"got {getattr(self, key)!r}"
+                )
+        _check_float(self.starvation_seconds, "starvation_seconds")
+        _check_float(self.starvation_factor, "starvation_factor")
 
     def make_cost_model(self, kv_bytes_per_token: float | None = None) -> Any:
         """The lamps.CostModel these settings name.
@@ -167,7 +216,7 @@ def served_kv_bytes_per_token(kv_cache_config: Any) -> float | None:
 
 
 def _parse_env(key: str, raw: str) -> Any:
-    if key == "profile":
+    if key == "profile" or key in CHOICES:
         return raw
     if key in ("ranking", "allow_swap"):
         lowered = raw.strip().lower()

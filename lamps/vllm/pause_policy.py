@@ -1,9 +1,15 @@
 """LAMPS' decision at each API pause: keep, discard or swap the KV, whichever wastes least.
 
 At a pause the waste of each strategy is computed from the predicted call duration and the
-live batch (`lamps.choose_strategy`). A preserved pause gets a deadline at its predicted end;
-a call still running then is re-decided, expecting it to last about as long again as it
-already has. The KV itself is released through the pause mechanism (`lamps.vllm.pausing`).
+live batch (`lamps.choose_strategy`). What happens next is configurable (`redecide`): by
+default a preserved pause gets a deadline at its predicted end and a call still running then
+is re-decided, expecting it to last about as long again as it already has; `every_step`
+re-decides every preserved pause before each step with its remaining time (InferCept's way);
+`demote` keeps every pause preserved at first and releases, before each step, all but the
+costliest whose class is discard or swap (the authors' way). Swaps may be limited to what one
+iteration's compute hides (`swap_policy`), first come or largest saving first; a swap that
+does not fit takes the next-best strategy. The KV itself is released through the pause
+mechanism (`lamps.vllm.pausing`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,15 @@ from typing import Any
 
 from vllm.v1.request import Request
 
-from lamps._core import PausedRequest, Strategy, choose_strategy
+from lamps._core import (
+    PausedRequest,
+    Strategy,
+    choose_strategy,
+    discard_waste,
+    infercept_swap_budget_tokens,
+    preserve_waste,
+    swap_waste,
+)
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.parking import is_paused
 from lamps.vllm.pausing import KvPauses
@@ -27,33 +41,61 @@ logger = logging.getLogger("vllm.lamps")
 
 
 class PauseController:
-    """Applies the least-waste strategy to each pause and re-decides overrunning ones."""
+    """Applies the least-waste strategy to each pause and re-decides preserved ones."""
 
     def __init__(
         self,
         pauses: KvPauses,
         batch: BatchEstimator,
         cost: Any,
-        allow_swap: bool,
         free_blocks: Callable[[], int],
         stats: LampsStats,
+        *,
+        allow_swap: bool = True,
+        redecide: str = "overrun",
+        swap_policy: str = "unbudgeted",
     ) -> None:
         self._pauses = pauses
         self._batch = batch
         self._cost = cost
         self._allow_swap = allow_swap
+        self._redecide = redecide
+        self._swap_policy = swap_policy
         self._num_free_blocks = free_blocks
         self._stats = stats
         self._deadlines: list[tuple[float, int, str, int]] = []
         self._seq = itertools.count()
+        self._preserved: dict[str, tuple[Request, RequestState]] = {}
+        self._swap_budget = 0
+        self._swap_wanted: dict[str, tuple[Request, RequestState, float]] = {}
+        self._granting = False
         self._swap_warned = False
 
-    def decide(self, request: Request, api_seconds: float) -> Strategy:
-        """The least-waste strategy for a pause of `api_seconds` starting now."""
+    # ----- the decision -----------------------------------------------------------------------
+
+    def _paused(self, request: Request, api_seconds: float) -> PausedRequest:
         context = request.num_computed_tokens
         cached = self._batch.cached_tokens(context, self._num_free_blocks(), api_seconds)
-        paused = PausedRequest(float(context), float(min(cached, context)), api_seconds)
-        return choose_strategy(paused, self._batch.state, self._cost, self._allow_swap)
+        return PausedRequest(float(context), float(min(cached, context)), api_seconds)
+
+    def decide(
+        self, request: Request, api_seconds: float, allow_swap: bool | None = None
+    ) -> Strategy:
+        """The least-waste strategy for a pause of `api_seconds` starting now."""
+        swap = self._allow_swap if allow_swap is None else allow_swap
+        paused = self._paused(request, api_seconds)
+        return choose_strategy(paused, self._batch.state, self._cost, swap)
+
+    def _swap_saving(self, request: Request, api_seconds: float) -> float:
+        """Waste a swap saves over the best of preserve and discard."""
+        paused = self._paused(request, api_seconds)
+        batch = self._batch.state
+        best_other = min(
+            preserve_waste(paused, batch, self._cost), discard_waste(paused, batch, self._cost)
+        )
+        return best_other - swap_waste(paused, batch, self._cost)
+
+    # ----- pauses -----------------------------------------------------------------------------
 
     def on_pause(
         self, request: Request, state: RequestState, now: float, api_seconds: float
@@ -65,21 +107,43 @@ class PauseController:
         state.predicted_api_seconds = api_seconds
         self._stats.pauses += 1
         strategy = self.decide(request, api_seconds)
-        if strategy == Strategy.PRESERVE:
+        if strategy == Strategy.PRESERVE or self._redecide == "demote":
             self._stats.preserved += 1
             state.strategy = Strategy.PRESERVE
-            self._recheck(state.request_id, state.pause_epoch, now, api_seconds)
+            state.pending_class = None if strategy == Strategy.PRESERVE else int(strategy)
+            self._preserved[request.request_id] = (request, state)
+            self._recheck(request.request_id, state.pause_epoch, now, api_seconds)
         else:
-            self._release(request, state, strategy)
+            self._release(request, state, strategy, api_seconds)
+
+    def forget(self, request_id: str) -> None:
+        """The request left its pause (resumed or freed)."""
+        self._preserved.pop(request_id, None)
+        self._swap_wanted.pop(request_id, None)
 
     def _recheck(self, request_id: str, epoch: int, now: float, after: float) -> None:
+        if self._redecide != "overrun":
+            return
         deadline = now + max(after, self._batch.iteration_seconds())
         heapq.heappush(self._deadlines, (deadline, next(self._seq), request_id, epoch))
 
-    def redecide_overdue(
+    def before_step(
         self, now: float, requests: Mapping[str, Request], states: Callable[[str], Any]
     ) -> None:
-        """Re-decide the preserved pauses whose call outlasted its prediction."""
+        """Re-decide preserved pauses as `redecide` says; a new step's swap allowance."""
+        self._swap_budget = infercept_swap_budget_tokens(self._batch.state, self._cost)
+        if self._swap_wanted:
+            self._grant_swaps()
+        if self._redecide == "overrun":
+            self._redecide_overdue(now, requests, states)
+        elif self._redecide == "every_step":
+            self._redecide_all(now)
+        else:
+            self._demote(now)
+
+    def _redecide_overdue(
+        self, now: float, requests: Mapping[str, Request], states: Callable[[str], Any]
+    ) -> None:
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, _, request_id, epoch = heapq.heappop(deadlines)
@@ -101,9 +165,75 @@ class PauseController:
                 self._recheck(request_id, epoch, now, elapsed)
                 continue
             self._stats.redecided += 1
-            self._release(request, state, strategy)
+            self._release(request, state, strategy, elapsed)
 
-    def _release(self, request: Request, state: RequestState, strategy: Strategy) -> None:
+    def _remaining(self, state: RequestState, now: float) -> float:
+        elapsed = now - (state.pause_started or now)
+        left = state.predicted_api_seconds - elapsed
+        # Overrun: expect it to last about as long again as it already has.
+        return left if left > 0 else elapsed
+
+    def _redecide_all(self, now: float) -> None:
+        for request, state in list(self._preserved.values()):
+            remaining = self._remaining(state, now)
+            strategy = self.decide(request, remaining)
+            if strategy != Strategy.PRESERVE:
+                self._stats.redecided += 1
+                self._release(request, state, strategy, remaining)
+
+    def _demote(self, now: float) -> None:
+        candidates = [
+            (self._remaining(state, now) * request.num_computed_tokens, request, state)
+            for request, state in self._preserved.values()
+            if state.pending_class is not None
+        ]
+        if len(candidates) < 2:
+            return
+        candidates.sort(key=lambda c: c[0])
+        for _, request, state in candidates[:-1]:  # the costliest stays as the victim
+            self._release(
+                request, state, Strategy(state.pending_class), self._remaining(state, now)
+            )
+
+    def _grant_swaps(self) -> None:
+        """The allowance goes to the wanted swaps that save the most waste first."""
+        wanted = sorted(
+            self._swap_wanted.values(),
+            key=lambda w: self._swap_saving(w[0], w[2]),
+            reverse=True,
+        )
+        self._swap_wanted.clear()
+        self._granting = True
+        try:
+            for request, state, api_seconds in wanted:
+                self._release(request, state, Strategy.SWAP, api_seconds)
+        finally:
+            self._granting = False
+
+    # ----- releasing ------------------------------------------------------------------------
+
+    def _release(
+        self, request: Request, state: RequestState, strategy: Strategy, api_seconds: float
+    ) -> None:
+        if (
+            strategy == Strategy.SWAP
+            and self._swap_policy == "largest_saving_first"
+            and not (self._granting)
+        ):
+            # Held preserved until the next step hands out its allowance by saving.
+            self._swap_wanted[request.request_id] = (request, state, api_seconds)
+            self._keep(request, state, api_seconds)
+            return
+        if strategy == Strategy.SWAP and self._swap_policy != "unbudgeted":
+            if request.num_computed_tokens > self._swap_budget:
+                strategy = self.decide(request, api_seconds, allow_swap=False)
+                if strategy == Strategy.PRESERVE:
+                    self._keep(request, state, api_seconds)
+                    return
+            else:
+                self._swap_budget -= request.num_computed_tokens
+        self._preserved.pop(request.request_id, None)
+        state.pending_class = None
         if strategy == Strategy.SWAP:
             if self._pauses.swap(request):
                 state.strategy = Strategy.SWAP
@@ -122,3 +252,13 @@ class PauseController:
         self._pauses.discard(request)
         state.strategy = Strategy.DISCARD
         self._stats.discarded += 1
+
+    def _keep(self, request: Request, state: RequestState, api_seconds: float) -> None:
+        """A swap that did not fit stays preserved (re-decided as `redecide` says)."""
+        state.strategy = Strategy.PRESERVE
+        state.pending_class = None
+        if request.request_id not in self._preserved:
+            self._preserved[request.request_id] = (request, state)
+            self._stats.preserved += 1
+        if state.pause_started is not None:
+            self._recheck(request.request_id, state.pause_epoch, state.pause_started, api_seconds)

@@ -14,6 +14,8 @@ from lamps.vllm.state import NOT_QUEUED, RequestState, RequestTable
 
 # Records a request's score inputs in the table and returns its score (see LampsScheduler).
 Ranker = Callable[[Request, RequestState], float]
+# Ticks a request may wait before promotion (None: the queue's threshold; RankingQueue.never).
+Patience = Callable[[Request, RequestState], "int | None"]
 
 
 class RankingRequestQueue(RequestQueue):
@@ -25,12 +27,18 @@ class RankingRequestQueue(RequestQueue):
     """
 
     def __init__(
-        self, table: RequestTable, ranker: Ranker, queue_id: int, starvation_threshold: int
+        self,
+        table: RequestTable,
+        ranker: Ranker,
+        queue_id: int,
+        starvation_threshold: int,
+        patience: Patience | None = None,
     ) -> None:
         if queue_id == NOT_QUEUED:
             raise ValueError("queue_id must differ from NOT_QUEUED")
         self._table = table
         self._ranker = ranker
+        self._patience = patience
         self.queue_id = queue_id
         self._q = RankingQueue(starvation_threshold or None)
         self._by_handle: dict[int, Request] = {}
@@ -39,12 +47,12 @@ class RankingRequestQueue(RequestQueue):
 
     @property
     def iteration(self) -> int:
-        """Scheduler iterations seen by this queue."""
+        """The starvation clock (scheduler iterations, or milliseconds for time-based rules)."""
         return self._q.iteration
 
-    def tick(self) -> int:
-        """Advance one scheduler iteration; returns how many requests got promoted."""
-        return self._q.tick()
+    def tick(self, ticks: int = 1) -> int:
+        """Advance the starvation clock; returns how many requests got promoted."""
+        return self._q.tick(ticks)
 
     def _push(self, request: Request) -> None:
         if is_paused(request):
@@ -57,7 +65,11 @@ class RankingRequestQueue(RequestQueue):
         # (and its starvation count) goes on. Otherwise a new wait starts now.
         if state.waiting_since is None or state.popped_at != it:
             state.waiting_since = it
-        self._q.push(state.slot, score, request.arrival_time, state.waiting_since, state.promoted)
+        starve_after = self._patience(request, state) if self._patience is not None else None
+        self._q.push(
+            state.slot, score, request.arrival_time, state.waiting_since, state.promoted,
+            starve_after,
+        )  # fmt: skip
         self._by_handle[state.slot] = request
         self._handle_of[request.request_id] = state.slot
         self._table.where[state.slot] = self.queue_id

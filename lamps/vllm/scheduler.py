@@ -29,7 +29,7 @@ from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, StreamingUpdate
 
-from lamps._core import Strategy
+from lamps._core import RankingQueue, Strategy
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.compat import SchedulerHooks
 from lamps.vllm.config import LampsConfig, served_kv_bytes_per_token
@@ -78,19 +78,27 @@ class _LampsMixin(SchedulerHooks):
                 self.policy.value,
             )
             self.policy = SchedulingPolicy.FCFS
-        threshold = cfg.starvation_threshold if cfg.ranking else 0
-        self.waiting = RankingRequestQueue(self._table, self._rank, _WAITING_QUEUE_ID, threshold)
-        self.kv_holding_waiting = RankingRequestQueue(
-            self._table, self._rank, _KV_HOLDING_QUEUE_ID, threshold
+        # Time-based starvation rules tick the queues' clock in milliseconds.
+        self._timed_starvation = cfg.starvation_rule in ("seconds", "relative")
+        threshold = self._starvation_threshold(cfg)
+        patience = self._patience if cfg.starvation_rule in ("relative", "authors") else None
+        self.waiting = RankingRequestQueue(
+            self._table, self._rank, _WAITING_QUEUE_ID, threshold, patience
         )
+        self.kv_holding_waiting = RankingRequestQueue(
+            self._table, self._rank, _KV_HOLDING_QUEUE_ID, threshold, patience
+        )
+        self._starvation_clock_ms: float | None = None
+        self._steps = 0
         block_pool = self.kv_cache_manager.block_pool
         self._batch = BatchEstimator(
             self._cost, self.block_size, bool(self.cache_config.enable_prefix_caching)
         )
         self.kv_pauses = KvPauses(self)
         self._pause_policy = PauseController(
-            self.kv_pauses, self._batch, self._cost, cfg.allow_swap,
-            block_pool.get_num_free_blocks, self.lamps_stats,
+            self.kv_pauses, self._batch, self._cost, block_pool.get_num_free_blocks,
+            self.lamps_stats, allow_swap=cfg.allow_swap, redecide=cfg.redecide,
+            swap_policy=cfg.swap_policy,
         )  # fmt: skip
         self._batch_key_at_rescore: tuple[float, float, float] | None = None
         self._last_rescore_iteration = -(1 << 62)
@@ -129,6 +137,30 @@ class _LampsMixin(SchedulerHooks):
 
     # ----- ranking ----------------------------------------------------------------------------
 
+    @staticmethod
+    def _starvation_threshold(cfg: LampsConfig) -> int:
+        """The queues' default wait before promotion, in their clock's ticks (0: none)."""
+        if not cfg.ranking or cfg.starvation_rule in ("none", "relative", "authors"):
+            return 0
+        if cfg.starvation_rule == "seconds":
+            return max(round(cfg.starvation_seconds * 1000), 1)
+        return cfg.starvation_threshold
+
+    def _patience(self, request: Request, state: RequestState) -> int | None:
+        """A request's own wait before promotion, for the relative and the authors' rules."""
+        cfg = self.lamps_config
+        if cfg.starvation_rule == "authors":
+            # Only a request that already ran once counts its waiting (mars-codebase).
+            if not state.scheduled_once or cfg.starvation_threshold == 0:
+                return RankingQueue.never
+            return cfg.starvation_threshold
+        # Relative: the predicted service time (its pending prefill, then its remaining
+        # turn at one token per iteration), times the factor, in milliseconds.
+        slot = state.slot
+        steps = -(-int(self._table.pending[slot]) // self.max_num_scheduled_tokens)
+        service = (steps + int(self._table.output[slot])) * self._batch.iteration_seconds()
+        return max(round(cfg.starvation_factor * service * 1000), 1)
+
     def _rank(self, request: Request, state: RequestState) -> float:
         """Record a request's score inputs in the table and return its score (the queues' key)."""
         if not self.lamps_config.ranking:
@@ -146,7 +178,11 @@ class _LampsMixin(SchedulerHooks):
         started = time.perf_counter()
         now = self._clock()
         self._batch.step_started(now)
-        self.lamps_stats.promotions += self.waiting.tick() + self.kv_holding_waiting.tick()
+        self._steps += 1
+        ticks = self._starvation_ticks(now)
+        self.lamps_stats.promotions += self.waiting.tick(ticks) + self.kv_holding_waiting.tick(
+            ticks
+        )
         running = self.running
         batch = self._batch.refresh(
             running,
@@ -154,13 +190,13 @@ class _LampsMixin(SchedulerHooks):
             self.forecaster.api.predict(None),
         )
         running_scores = None
-        if running and self.lamps_config.ranking:
+        if running and self.lamps_config.ranking and self.lamps_config.running_order == "score":
             states = [self._table.get(r.request_id) for r in running]
             running_scores = self._scorer.running_scores(running, states, self._table, batch)
             promoted = [i for i, st in enumerate(states) if st.promoted]
             if promoted:
                 running_scores[promoted] = -math.inf
-        self._pause_policy.redecide_overdue(now, self.requests, self._table.get)
+        self._pause_policy.before_step(now, self.requests, self._table.get)
         if self.lamps_config.ranking:
             self._maybe_rescore()
             if running_scores is not None:
@@ -170,10 +206,17 @@ class _LampsMixin(SchedulerHooks):
         self.lamps_stats.ranking_seconds += time.perf_counter() - started
         self._log.maybe_log(now, self._queues_summary())
 
+    def _starvation_ticks(self, now: float) -> int:
+        """Ticks of the queues' clock since the last step: 1, or the milliseconds elapsed."""
+        if not self._timed_starvation:
+            return 1
+        last, self._starvation_clock_ms = self._starvation_clock_ms, now * 1000.0
+        return 0 if last is None else max(int(now * 1000.0) - int(last), 0)
+
     def _maybe_rescore(self) -> None:
         """Re-score both waiting queues when the batch moved by more than the tolerance."""
         cfg = self.lamps_config
-        iteration = self.waiting.iteration
+        iteration = self._steps
         if iteration - self._last_rescore_iteration < cfg.rescore_interval:
             return
         if not (self.waiting or self.kv_holding_waiting):
@@ -218,8 +261,13 @@ class _LampsMixin(SchedulerHooks):
         self.kv_holding_waiting.discard(request)
         self._table.release(request.request_id)
         self.kv_pauses.forget(request.request_id)
+        self._pause_policy.forget(request.request_id)
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
+        for new in scheduler_output.scheduled_new_reqs:
+            state = self._table.get(new.req_id)
+            if state is not None:
+                state.scheduled_once = True
         stats = self.lamps_stats
         for admission in self.kv_pauses.admitted(scheduler_output):
             stats.prefix_hit_tokens += admission.restored_tokens
@@ -251,6 +299,7 @@ class _LampsMixin(SchedulerHooks):
             self.lamps_stats.resumed += 1
             state.pause_started = None
         state.strategy = None
+        self._pause_policy.forget(session.request_id)
         hints, warnings = parse_hints(
             session.sampling_params.extra_args if session.sampling_params else None,
             session.request_id, logger,

@@ -26,6 +26,10 @@ class RequestState:
     pause_started: float | None = None
     # API duration the current pause was decided with.
     predicted_api_seconds: float = 0.0
+    # With redecide="demote": the strategy the pause was classified as (held preserved).
+    pending_class: int | None = None
+    # Whether vLLM has admitted it to the running batch at least once.
+    scheduled_once: bool = False
     # Bumped at every pause so stale re-decision deadlines can be recognised.
     pause_epoch: int = 0
     # Ranking-queue iteration the current wait started, and the one it was last popped in.
