@@ -3,6 +3,12 @@
 A record lives from an accepted swap-out until its host copy is of no further use, and is
 removed on every path: loaded back, resumed from the device, failed copy, request finished or
 aborted in any state (an in-flight copy's record goes when the workers report it stopped).
+
+Two additions serve InferCept's passive swap (`lamps.baselines`): a swap-out may copy only a
+*suffix* of the request's blocks (`first_block`; the head stays on the device, where the
+caller keeps it pinned so the prefix cache gives it back at resume), and loads may be *paced*
+(`pace_loads`): each step sends at most that many tokens of loads, so one request's load is
+split into several jobs over several steps (the last one `final`).
 """
 
 from __future__ import annotations
@@ -61,13 +67,17 @@ class _State(enum.Enum):
 
 @dataclass
 class _Record:
-    num_tokens: int
-    num_blocks: int
+    num_tokens: int  # computed tokens of the context when it was swapped out
+    num_blocks: int  # blocks of the host copy: context blocks [first_block, first_block + n)
     state: _State
     held_blocks: list[KVCacheBlock] = field(default_factory=list)
     ok_reports: int = 0
     failed_reports: int = 0
     finished: bool = False  # given up while a copy is in flight: dropped when it stops
+    first_block: int = 0  # context blocks before it stayed on the device (a suffix copy)
+    load_blocks: list[int] = field(default_factory=list)  # paced load: device blocks left
+    load_next: int = 0  # paced load: next host-copy block to send
+    load_sent: bool = False  # paced load: a first part went to the workers
 
 
 class SchedulerSide:
@@ -86,6 +96,8 @@ class SchedulerSide:
         self.pending_release: list[str] = []
         self.pending_in: list[SwapInJob] = []
         self.in_tokens_this_step = 0
+        self.pace_in_tokens: int | None = None  # None: whole loads, else tokens per step
+        self.loading: deque[str] = deque()  # paced loads with parts still to send
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._manager: KVCacheManager | None = None
 
@@ -107,8 +119,11 @@ class SchedulerSide:
 
     # ----- the LAMPS scheduler's seam ----------------------------------------------------------
 
-    def request_swap_out(self, request: Request) -> SwapOutDecision:
-        """Queue a swap-out of the request's computed KV, holding its blocks until copied."""
+    def request_swap_out(self, request: Request, first_block: int = 0) -> SwapOutDecision:
+        """Queue a swap-out of the request's computed KV, holding its blocks until copied.
+
+        With `first_block`, only the blocks from there on are copied (the caller keeps the head).
+        """
         request_id = request.request_id
         existing = self.records.get(request_id)
         if existing is not None:
@@ -121,18 +136,21 @@ class SchedulerSide:
             )
         if request.is_finished():
             raise ValueError(f"request_id: {request_id!r} is finished; nothing to swap out")
+        if first_block < 0:
+            raise ValueError(f"first_block: must be >= 0 (got {first_block})")
         num_tokens = request.num_computed_tokens
-        if num_tokens <= 0:
+        if num_tokens <= first_block * self.block_size:
             return SwapOutDecision.REJECTED
         manager = self.manager
-        num_blocks = math.ceil(num_tokens / self.block_size)
+        context_blocks = math.ceil(num_tokens / self.block_size)
         blocks = manager.get_blocks(request_id).blocks[0]
-        if len(blocks) < num_blocks:
+        if len(blocks) < context_blocks:
             raise ValueError(
                 f"request_id: {request_id!r} holds {len(blocks)} blocks but has {num_tokens} "
-                f"computed tokens ({num_blocks} blocks)"
+                f"computed tokens ({context_blocks} blocks)"
             )
-        blocks = list(blocks[:num_blocks])
+        blocks = list(blocks[first_block:context_blocks])
+        num_blocks = len(blocks)
         if num_blocks > self.free_host_blocks:
             self.stats["rejected_pool_full"] += 1
             logger.warning(
@@ -146,9 +164,30 @@ class SchedulerSide:
             return SwapOutDecision.REJECTED
         manager.block_pool.touch(blocks)
         self.free_host_blocks -= num_blocks
-        self.records[request_id] = _Record(num_tokens, num_blocks, _State.QUEUED, blocks)
+        self.records[request_id] = _Record(
+            num_tokens, num_blocks, _State.QUEUED, blocks, first_block=first_block
+        )
         self.queue.append(request_id)
         return SwapOutDecision.ACCEPTED
+
+    def drop_copy(self, request_id: str) -> bool:
+        """Give up a host copy (queued, being made or made) so the request recomputes instead.
+
+        False when there is none, or when it is being loaded (vLLM waits for that load).
+        """
+        record = self.records.get(request_id)
+        if record is None or record.finished or record.state == _State.LOADING:
+            return False
+        self._release(request_id, record)
+        return True
+
+    def pace_loads(self, tokens_per_step: int | None) -> None:
+        """Send at most `tokens_per_step` tokens of loads per step from now on (None: whole
+        loads, as by default). A load larger than that is split over several steps; a new load
+        always sends at least one block in its first step, so the workers know of it."""
+        if tokens_per_step is not None and tokens_per_step < 0:
+            raise ValueError(f"tokens_per_step: must be >= 0 or None (got {tokens_per_step})")
+        self.pace_in_tokens = tokens_per_step
 
     def swap_state(self, request_id: str) -> str | None:
         """ "queued", "saving", "saved", "loading", or None."""
@@ -158,7 +197,7 @@ class SchedulerSide:
     def swapped_tokens(self, request_id: str) -> int:
         """Tokens of the request's host copy (0 when none)."""
         record = self.records.get(request_id)
-        return 0 if record is None else record.num_tokens
+        return 0 if record is None else record.num_tokens - record.first_block * self.block_size
 
     # ----- vLLM's scheduler-side connector calls -----------------------------------------------
 
@@ -169,6 +208,9 @@ class SchedulerSide:
         record = self.records.get(request.request_id)
         if record is None or record.finished or record.state == _State.LOADING:
             return 0, False
+        if num_computed_tokens < record.first_block * self.block_size:
+            # The head the suffix continues is gone: the copy cannot be used; recompute.
+            return 0, False
         remaining = record.num_tokens - num_computed_tokens
         if record.state != _State.SAVED:
             # The copy is still being made. What the local prefix cache does not cover is a
@@ -177,7 +219,12 @@ class SchedulerSide:
         if remaining <= 0:
             return 0, False
         budget = self.config.swap_budget_tokens_per_step
-        if budget and self.in_tokens_this_step and self.in_tokens_this_step + remaining > budget:
+        if (
+            self.pace_in_tokens is None
+            and budget
+            and self.in_tokens_this_step
+            and self.in_tokens_this_step + remaining > budget
+        ):
             return None, False
         return remaining, True
 
@@ -207,8 +254,14 @@ class SchedulerSide:
                 f"a multiple of the block size {self.block_size}"
             )
         first_block = local_tokens // self.block_size
-        block_ids = blocks.get_block_ids()[0][first_block : record.num_blocks]
-        self.pending_in.append(SwapInJob(request.request_id, block_ids, first_block))
+        end_block = record.first_block + record.num_blocks
+        block_ids = blocks.get_block_ids()[0][first_block:end_block]
+        stored_first = first_block - record.first_block
+        if self.pace_in_tokens is None:
+            self.pending_in.append(SwapInJob(request.request_id, block_ids, stored_first))
+        else:
+            record.load_blocks, record.load_next = list(block_ids), stored_first
+            self.loading.append(request.request_id)
         self.in_tokens_this_step += num_external_tokens
         self.stats["swap_ins"] += 1
         self.stats["swapped_in_tokens"] += num_external_tokens
@@ -223,15 +276,36 @@ class SchedulerSide:
         sent = 0
         while self.queue:
             record = self.records[self.queue[0]]
-            if budget and sent and sent + record.num_tokens > budget:
+            tokens = record.num_tokens - record.first_block * self.block_size
+            if budget and sent and sent + tokens > budget:
                 break
             request_id = self.queue.popleft()
             meta.swap_out.append(SwapOutJob(request_id, [b.block_id for b in record.held_blocks]))
             record.state = _State.SAVING
-            sent += record.num_tokens
+            sent += tokens
             self.stats["swap_outs"] += 1
-            self.stats["swapped_out_tokens"] += record.num_tokens
+            self.stats["swapped_out_tokens"] += tokens
+        if self.loading:
+            self._send_paced_loads(meta)
         return meta
+
+    def _send_paced_loads(self, meta: LampsSwapMetadata) -> None:
+        """This step's parts of the paced loads, oldest load first, within the pace."""
+        left = (self.pace_in_tokens or 0) // self.block_size
+        for request_id in list(self.loading):
+            record = self.records[request_id]
+            take = min(len(record.load_blocks), left)
+            if take == 0 and record.load_sent:
+                continue
+            take = max(take, 1)
+            left = max(left - take, 0)
+            block_ids, record.load_blocks = record.load_blocks[:take], record.load_blocks[take:]
+            final = not record.load_blocks
+            meta.swap_in.append(SwapInJob(request_id, block_ids, record.load_next, final))
+            record.load_next += take
+            record.load_sent = True
+            if final:
+                self.loading.remove(request_id)
 
     def update_connector_output(self, connector_output: KVConnectorOutput) -> None:
         """Apply the workers' reports: swap-outs that ended, loads that ended."""
@@ -263,9 +337,11 @@ class SchedulerSide:
         if record is None:
             return
         if record.state == _State.LOADING:
-            # vLLM keeps the blocks until the worker reports the (aborted) load finished.
+            # vLLM keeps the blocks until the worker reports the (aborted) load finished; a
+            # paced load sends no more parts (its first part went out, so the workers report).
             record.finished = True
             self.pending_release.append(request.request_id)
+            self._stop_paced_load(request.request_id)
             return
         self._release(request.request_id, record)
 
@@ -293,6 +369,11 @@ class SchedulerSide:
         record = self.records.pop(request_id)
         self.free_host_blocks += record.num_blocks
         self._release_gpu_blocks(record)
+        self._stop_paced_load(request_id)
+
+    def _stop_paced_load(self, request_id: str) -> None:
+        if request_id in self.loading:
+            self.loading.remove(request_id)
 
     def _release_gpu_blocks(self, record: _Record) -> None:
         if record.held_blocks:
