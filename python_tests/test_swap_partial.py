@@ -1,9 +1,10 @@
-"""Partial swaps and paced loads: the swap connector's additions for InferCept's passive swap.
+"""Partial swaps and paced loads: the mechanism's additions for InferCept's passive swap.
 
-A partial swap pins a context's head (`KvPauses.swap(request, head_blocks)`), copies only the
-tail through the LAMPS swap connector and releases the request; at resume vLLM's prefix lookup
-finds the pinned head and the connector loads the tail, in parts over several steps when loads
-are paced (`lamps_pace_loads`). Driven through `SwapHarness`, whose fake model runner checks
+A partial swap (`KvPauses.swap(request, head_blocks)`) copies the context to the LAMPS swap
+connector's host pool, keeps its head on the GPU under a pin and releases the request; the head
+can be given up from its end later (`give_up_head`). At resume vLLM's prefix lookup finds what
+is still pinned and the connector loads the rest, in parts over several steps when loads are
+paced (`lamps_pace_loads`). Driven through `SwapHarness`, whose fake model runner checks
 that every token's KV survives (the worker role runs on the real CPU swap engine), and through
 the simulated worker that the replay uses.
 """
@@ -75,7 +76,7 @@ def evict_cached_blocks(h: SwapHarness) -> None:
     h.step()
 
 
-def test_partial_swap_keeps_the_head_pinned_and_loads_the_tail_in_paced_parts(
+def test_partial_swap_keeps_the_head_pinned_and_loads_the_rest_in_paced_parts(
     harness: Any,
 ) -> None:
     h = harness(num_blocks=14)
@@ -84,21 +85,21 @@ def test_partial_swap_keeps_the_head_pinned_and_loads_the_tail_in_paced_parts(
     start_session(h, "s", prompt_len=70)  # pauses with 73 computed tokens: 5 blocks
     h.step_until(lambda: paused(h, "s") and h.connector.swap_state("s") == "saved")
     pauses = h.scheduler.kv_pauses
-    assert pauses.num_pinned_blocks == 2
-    assert h.connector.swapped_tokens("s") == 73 - 2 * BLOCK_SIZE  # only the tail was copied
-    assert h.connector.num_free_host_blocks == h.connector.num_host_blocks - 3
-    out_jobs = [job for meta in h.metas for job in meta.swap_out]
-    assert [len(job.block_ids) for job in out_jobs] == [3]
+    assert pauses.pinned_head("s") == 2
+    assert h.connector.swapped_tokens("s") == 73  # the whole context, so the head can go later
+    free = pool.get_num_free_blocks()
+    assert pauses.give_up_head("s", 1) == 1  # a later eviction takes one more block
+    assert pauses.pinned_head("s") == 1 and pool.get_num_free_blocks() == free + 1
     evict_cached_blocks(h)
-    # Two blocks a step: the 3-block tail loads in two parts over two steps.
+    # Two blocks a step: the 4 blocks past the pinned one load in two parts over two steps.
     h.connector.lamps_pace_loads(2 * BLOCK_SIZE)
     h.metas.clear()
     h.resume("s", [11, 12, 13])
     h.step_until(lambda: h.status("s") == RequestStatus.RUNNING)
     parts = [job for meta in h.metas for job in meta.swap_in]
     assert [(len(j.block_ids), j.first_block, j.final) for j in parts] == [
-        (2, 0, False),
-        (1, 2, True),
+        (2, 1, False),
+        (2, 3, True),
     ]
     assert sum(1 for meta in h.metas if meta.swap_in) == 2
     assert pauses.num_pinned_blocks == 0  # dropped at admission: the request holds the head
@@ -128,7 +129,9 @@ def test_dropped_copy_recomputes_from_what_the_cache_kept(harness: Any) -> None:
     assert h.connector.swap_stats()["swap_ins"] == 0
 
 
-def test_a_running_request_swaps_its_tail_and_is_readmitted_intact(harness: Any) -> None:
+def test_a_running_request_swapped_with_a_pinned_head_is_readmitted_intact(
+    harness: Any,
+) -> None:
     h = harness(num_blocks=20)
     start_session(h, "r", prompt_len=60, max_tokens=12)
     h.step_until(lambda: h.scheduler.requests["r"].num_output_tokens >= 3)
@@ -136,7 +139,8 @@ def test_a_running_request_swaps_its_tail_and_is_readmitted_intact(harness: Any)
     held = request.num_computed_tokens
     assert h.scheduler.kv_pauses.swap_running(request, head_blocks=1)
     assert request.status == RequestStatus.PREEMPTED and request.num_preemptions == 1
-    assert h.connector.swapped_tokens("r") == held - BLOCK_SIZE
+    assert h.connector.swapped_tokens("r") == held
+    assert h.scheduler.kv_pauses.pinned_head("r") == 1
     h.step_until(lambda: h.status("r") == RequestStatus.RUNNING)
     # Readmitted at once: its full blocks were still cached (the tail's until its copy ended),
     # so the prefix cache gave them back; only the partial last block was recomputed, and the

@@ -11,10 +11,12 @@ It also holds *pins*: references on KV blocks that no request owns any more (the
 turn of a stateless session waiting for its next request, the head of a partly swapped
 context), so the prefix cache keeps them until the pin is dropped; the next request that
 shares the prefix takes them over through vLLM's own prefix lookup.
-A *partial swap* (InferCept's passive swap from a victim's tail) pins the context's first
-blocks, copies only the rest through the LAMPS swap connector and releases the request; at
-resume the prefix lookup finds the pinned head, the connector loads the tail, and the pin is
-dropped at admission. Running requests can be swapped (or preempted) the same way.
+A *partial swap* (InferCept's passive swap from a victim's tail) hands the context to the
+LAMPS swap connector's host copy but keeps its first blocks on the GPU under a pin; the head
+can then be given up block by block from its end (`give_up_head`), as InferCept swaps more of
+a victim's tail in later iterations. At resume the prefix lookup finds what is still pinned,
+the connector loads the rest, and the pin is dropped at admission. Running requests can be
+swapped (or preempted) the same way.
 Policies (LAMPS, the baselines) decide what to do with a pause; they do it through here.
 """
 
@@ -81,10 +83,10 @@ class KvPauses:
     def swap(self, request: Request, head_blocks: int = 0) -> bool:
         """Hand a paused session's KV to a host copy and free it on the GPU.
 
-        With `head_blocks`, the first `head_blocks` blocks stay on the GPU under a pin and only
-        the rest is copied (a partial swap; the LAMPS swap connector only). False (and nothing
-        changed) when no swap path takes it: none configured, a partial swap without the LAMPS
-        connector, or the connector's host pool is full.
+        With `head_blocks`, the first `head_blocks` blocks also stay on the GPU under a pin (a
+        partial swap; the LAMPS swap connector only): the copy covers the whole context, so
+        the head can be given up later. False (and nothing changed) when no swap path takes
+        it: none configured, a partial swap without the LAMPS connector, or a full host pool.
         """
         if not self._hand_over(request, head_blocks):
             return False
@@ -104,6 +106,15 @@ class KvPauses:
         held = request.num_computed_tokens
         preempt_running(self._sched, request)
         self._frontiers[request.request_id] = held
+
+    def pinned_head(self, request_id: str) -> int:
+        """Blocks of a partially swapped request still pinned on the GPU."""
+        return len(self.pinned(_head_key(request_id)))
+
+    def give_up_head(self, request_id: str, blocks: int) -> int:
+        """Unpin the last `blocks` blocks of a partially swapped request's head (they are in
+        its host copy); returns how many were unpinned."""
+        return self.unpin_last(_head_key(request_id), blocks)
 
     def drop_swap(self, request_id: str) -> bool:
         """Give up a released request's host copy (and a partial swap's pinned head): it
@@ -127,7 +138,7 @@ class KvPauses:
         head = self.blocks_of(request, head_blocks * self._sched.block_size)
         key = _head_key(request.request_id)
         self.pin(key, head)
-        if not self._swap_hook(request, first_block=len(head)):
+        if not self._swap_hook(request):
             self.unpin(key)
             return False
         return True
@@ -199,6 +210,19 @@ class KvPauses:
         self._sched.kv_cache_manager.block_pool.free_blocks(reversed(held))
         self._num_pinned -= len(held)
         return len(held)
+
+    def unpin_last(self, key: str, count: int) -> int:
+        """Drop the last `count` blocks of pin `key` (all of it if fewer); blocks released."""
+        held = self._pins.get(key)
+        if not held or count <= 0:
+            return 0
+        if count >= len(held):
+            return self.unpin(key)
+        released = held[-count:]
+        del held[-count:]
+        self._sched.kv_cache_manager.block_pool.free_blocks(reversed(released))
+        self._num_pinned -= count
+        return count
 
     def pinned(self, key: str) -> Sequence[Any]:
         """The blocks pin `key` holds (empty when none)."""

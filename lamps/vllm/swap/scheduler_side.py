@@ -4,11 +4,9 @@ A record lives from an accepted swap-out until its host copy is of no further us
 removed on every path: loaded back, resumed from the device, failed copy, request finished or
 aborted in any state (an in-flight copy's record goes when the workers report it stopped).
 
-Two additions serve InferCept's passive swap (`lamps.baselines`): a swap-out may copy only a
-*suffix* of the request's blocks (`first_block`; the head stays on the device, where the
-caller keeps it pinned so the prefix cache gives it back at resume), and loads may be *paced*
-(`pace_loads`): each step sends at most that many tokens of loads, so one request's load is
-split into several jobs over several steps (the last one `final`).
+For InferCept's passive swap (`lamps.baselines`), loads may be *paced* (`pace_loads`): each
+step sends at most that many tokens of loads, so one request's load is split into several jobs
+over several steps (the last one `final`); and a host copy may be given up (`drop_copy`).
 """
 
 from __future__ import annotations
@@ -67,14 +65,13 @@ class _State(enum.Enum):
 
 @dataclass
 class _Record:
-    num_tokens: int  # computed tokens of the context when it was swapped out
-    num_blocks: int  # blocks of the host copy: context blocks [first_block, first_block + n)
+    num_tokens: int
+    num_blocks: int
     state: _State
     held_blocks: list[KVCacheBlock] = field(default_factory=list)
     ok_reports: int = 0
     failed_reports: int = 0
     finished: bool = False  # given up while a copy is in flight: dropped when it stops
-    first_block: int = 0  # context blocks before it stayed on the device (a suffix copy)
     load_blocks: list[int] = field(default_factory=list)  # paced load: device blocks left
     load_next: int = 0  # paced load: next host-copy block to send
     load_sent: bool = False  # paced load: a first part went to the workers
@@ -119,11 +116,8 @@ class SchedulerSide:
 
     # ----- the LAMPS scheduler's seam ----------------------------------------------------------
 
-    def request_swap_out(self, request: Request, first_block: int = 0) -> SwapOutDecision:
-        """Queue a swap-out of the request's computed KV, holding its blocks until copied.
-
-        With `first_block`, only the blocks from there on are copied (the caller keeps the head).
-        """
+    def request_swap_out(self, request: Request) -> SwapOutDecision:
+        """Queue a swap-out of the request's computed KV, holding its blocks until copied."""
         request_id = request.request_id
         existing = self.records.get(request_id)
         if existing is not None:
@@ -136,21 +130,18 @@ class SchedulerSide:
             )
         if request.is_finished():
             raise ValueError(f"request_id: {request_id!r} is finished; nothing to swap out")
-        if first_block < 0:
-            raise ValueError(f"first_block: must be >= 0 (got {first_block})")
         num_tokens = request.num_computed_tokens
-        if num_tokens <= first_block * self.block_size:
+        if num_tokens <= 0:
             return SwapOutDecision.REJECTED
         manager = self.manager
-        context_blocks = math.ceil(num_tokens / self.block_size)
+        num_blocks = math.ceil(num_tokens / self.block_size)
         blocks = manager.get_blocks(request_id).blocks[0]
-        if len(blocks) < context_blocks:
+        if len(blocks) < num_blocks:
             raise ValueError(
                 f"request_id: {request_id!r} holds {len(blocks)} blocks but has {num_tokens} "
-                f"computed tokens ({context_blocks} blocks)"
+                f"computed tokens ({num_blocks} blocks)"
             )
-        blocks = list(blocks[first_block:context_blocks])
-        num_blocks = len(blocks)
+        blocks = list(blocks[:num_blocks])
         if num_blocks > self.free_host_blocks:
             self.stats["rejected_pool_full"] += 1
             logger.warning(
@@ -164,9 +155,7 @@ class SchedulerSide:
             return SwapOutDecision.REJECTED
         manager.block_pool.touch(blocks)
         self.free_host_blocks -= num_blocks
-        self.records[request_id] = _Record(
-            num_tokens, num_blocks, _State.QUEUED, blocks, first_block=first_block
-        )
+        self.records[request_id] = _Record(num_tokens, num_blocks, _State.QUEUED, blocks)
         self.queue.append(request_id)
         return SwapOutDecision.ACCEPTED
 
@@ -180,6 +169,17 @@ class SchedulerSide:
             return False
         self._release(request_id, record)
         return True
+
+    def pending_free_blocks(self) -> int:
+        """GPU blocks only the connector still holds: they return to the pool when their
+        copies have read them."""
+        return sum(
+            1
+            for record in self.records.values()
+            if record.state in (_State.QUEUED, _State.SAVING)
+            for block in record.held_blocks
+            if block.ref_cnt == 1
+        )
 
     def pace_loads(self, tokens_per_step: int | None) -> None:
         """Send at most `tokens_per_step` tokens of loads per step from now on (None: whole
@@ -197,7 +197,7 @@ class SchedulerSide:
     def swapped_tokens(self, request_id: str) -> int:
         """Tokens of the request's host copy (0 when none)."""
         record = self.records.get(request_id)
-        return 0 if record is None else record.num_tokens - record.first_block * self.block_size
+        return 0 if record is None else record.num_tokens
 
     # ----- vLLM's scheduler-side connector calls -----------------------------------------------
 
@@ -207,9 +207,6 @@ class SchedulerSide:
         """Tokens to load beyond the local hit (None: wait for the copy), and whether async."""
         record = self.records.get(request.request_id)
         if record is None or record.finished or record.state == _State.LOADING:
-            return 0, False
-        if num_computed_tokens < record.first_block * self.block_size:
-            # The head the suffix continues is gone: the copy cannot be used; recompute.
             return 0, False
         remaining = record.num_tokens - num_computed_tokens
         if record.state != _State.SAVED:
@@ -254,13 +251,11 @@ class SchedulerSide:
                 f"a multiple of the block size {self.block_size}"
             )
         first_block = local_tokens // self.block_size
-        end_block = record.first_block + record.num_blocks
-        block_ids = blocks.get_block_ids()[0][first_block:end_block]
-        stored_first = first_block - record.first_block
+        block_ids = blocks.get_block_ids()[0][first_block : record.num_blocks]
         if self.pace_in_tokens is None:
-            self.pending_in.append(SwapInJob(request.request_id, block_ids, stored_first))
+            self.pending_in.append(SwapInJob(request.request_id, block_ids, first_block))
         else:
-            record.load_blocks, record.load_next = list(block_ids), stored_first
+            record.load_blocks, record.load_next = list(block_ids), first_block
             self.loading.append(request.request_id)
         self.in_tokens_this_step += num_external_tokens
         self.stats["swap_ins"] += 1
@@ -276,15 +271,14 @@ class SchedulerSide:
         sent = 0
         while self.queue:
             record = self.records[self.queue[0]]
-            tokens = record.num_tokens - record.first_block * self.block_size
-            if budget and sent and sent + tokens > budget:
+            if budget and sent and sent + record.num_tokens > budget:
                 break
             request_id = self.queue.popleft()
             meta.swap_out.append(SwapOutJob(request_id, [b.block_id for b in record.held_blocks]))
             record.state = _State.SAVING
-            sent += tokens
+            sent += record.num_tokens
             self.stats["swap_outs"] += 1
-            self.stats["swapped_out_tokens"] += tokens
+            self.stats["swapped_out_tokens"] += record.num_tokens
         if self.loading:
             self._send_paced_loads(meta)
         return meta
