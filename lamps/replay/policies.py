@@ -10,7 +10,15 @@ from vllm.v1.core.sched.scheduler import Scheduler
 
 from lamps.workloads import Arrival
 
-POLICY_NAMES = ("vllm", "vllm-preserve", "infercept", "lamps", "lamps-oracle", "lamps-no-rank")
+POLICY_NAMES = (
+    "vllm",
+    "vllm-preserve",
+    "infercept",
+    "infercept-paper",
+    "lamps",
+    "lamps-oracle",
+    "lamps-no-rank",
+)
 
 
 class ReplayPolicy:
@@ -67,18 +75,26 @@ class VllmPreservePolicy(ReplayPolicy):
 
 
 class InferCeptPolicy(ReplayPolicy):
-    """InferCept: FCFS by original arrival, per-iteration discard/swap of paused sessions."""
+    """InferCept as its code does it (`lamps.baselines.infercept`): FCFS by original arrival,
+    per-iteration discards, passive budgeted swap under memory pressure."""
 
     name = "infercept"
     queue_policy = "priority"
     swap = True
 
-    def __init__(self, cost_model: str) -> None:
+    def __init__(self, cost_model: str, *, paper: bool = False) -> None:
         super().__init__()
         self.cost_model = cost_model
+        self.paper = paper
+        if paper:
+            self.name = "infercept-paper"
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
+        if self.paper:
+            from lamps.baselines.infercept_paper import InferCeptPaperScheduler
+
+            return InferCeptPaperScheduler
         from lamps.baselines.infercept import InferCeptScheduler
 
         return InferCeptScheduler
@@ -172,6 +188,8 @@ def make_policy(
         return VllmPreservePolicy()
     if name == "infercept":
         return InferCeptPolicy(cost_model)
+    if name == "infercept-paper":
+        return InferCeptPolicy(cost_model, paper=True)
     if name == "lamps":
         return LampsPolicy(name, noise=noise, seed=seed, cost_model=cost_model)
     if name == "lamps-oracle":
