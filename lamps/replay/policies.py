@@ -15,6 +15,7 @@ POLICY_NAMES = (
     "vllm-preserve",
     "infercept",
     "infercept-paper",
+    "lamps-authors",
     "lamps",
     "lamps-oracle",
     "lamps-no-rank",
@@ -178,6 +179,49 @@ class LampsPolicy(ReplayPolicy):
         return dict(self.scheduler.lamps_stats.as_dict())  # type: ignore[union-attr]
 
 
+class LampsAuthorsPolicy(ReplayPolicy):
+    """LAMPS as its authors' code does it (`lamps.baselines.lamps_authors`), fed the trace's
+    values plus Gaussian noise as its benchmark adds it (`fixed_final_tput_bench_real.py`
+    118-119: `max(1e-9, api + N(0, noise * api))`, `max(1, out + N(0, noise * out))`)."""
+
+    name = "lamps-authors"
+    queue_policy = "priority"
+
+    def __init__(self, *, noise: float = 0.0, seed: int = 0, cost_model: str) -> None:
+        super().__init__()
+        if not (noise >= 0 and np.isfinite(noise)):
+            raise ValueError(f"noise must be finite and >= 0, got {noise}")
+        self.noise, self.seed, self.cost_model = noise, seed, cost_model
+
+    @property
+    def scheduler_cls(self) -> type[Scheduler]:
+        from lamps.baselines.lamps_authors import LampsAuthorsScheduler
+
+        return LampsAuthorsScheduler
+
+    def additional_config(self) -> dict[str, Any]:
+        return {"lamps_authors": {"profile": self.cost_model}}
+
+    def resume_arrival_time(self, arrival: Arrival, now: float) -> float:
+        return arrival.time  # a resumed call keeps its sequence group's arrival (FCFS running)
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        seg = arrival.request.segments[segment]
+        rng = np.random.default_rng((self.seed, arrival.index, segment))
+        out, api = float(seg.output_tokens), seg.api_seconds if seg.has_api else 0.0
+        if self.noise:
+            out = max(1.0, out + float(rng.normal(0.0, self.noise * out)))
+            api = max(1e-9, api + float(rng.normal(0.0, self.noise * api))) if api else 0.0
+        return {
+            "predicted_output_tokens": max(1, round(out)),
+            "predicted_api_seconds": api,
+            "api_return_tokens": seg.return_tokens if seg.has_api else 0,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return self.scheduler.authors_stats()  # type: ignore[union-attr]
+
+
 def make_policy(
     name: str, *, noise: float = 0.0, seed: int = 0, cost_model: str = "gptj-6b-a100"
 ) -> ReplayPolicy:
@@ -190,6 +234,8 @@ def make_policy(
         return InferCeptPolicy(cost_model)
     if name == "infercept-paper":
         return InferCeptPolicy(cost_model, paper=True)
+    if name == "lamps-authors":
+        return LampsAuthorsPolicy(noise=noise, seed=seed, cost_model=cost_model)
     if name == "lamps":
         return LampsPolicy(name, noise=noise, seed=seed, cost_model=cost_model)
     if name == "lamps-oracle":

@@ -71,6 +71,7 @@ def _import_everything() -> None:
     # while a long replay runs cannot mix old and new code in one worker.
     import lamps.baselines.infercept
     import lamps.baselines.infercept_paper
+    import lamps.baselines.lamps_authors
     import lamps.replay.engine
     import lamps.replay.metrics
     import lamps.vllm
