@@ -16,6 +16,8 @@ POLICY_NAMES = (
     "infercept",
     "infercept-paper",
     "lamps-authors",
+    "continuum",
+    "continuum-code",
     "lamps",
     "lamps-oracle",
     "lamps-no-rank",
@@ -222,6 +224,39 @@ class LampsAuthorsPolicy(ReplayPolicy):
         return self.scheduler.authors_stats()  # type: ignore[union-attr]
 
 
+class ContinuumPolicy(ReplayPolicy):
+    """Continuum (`lamps.baselines.continuum`) over the stateless API, as it is deployed: each
+    turn a new request carrying the whole context, the finished turn pinned for a TTL."""
+
+    sessions = False
+    queue_policy = "fcfs"
+
+    def __init__(self, name: str, ttl: str, cost_model: str) -> None:
+        super().__init__()
+        self.name, self.ttl, self.cost_model = name, ttl, cost_model
+
+    @property
+    def scheduler_cls(self) -> type[Scheduler]:
+        from lamps.baselines.continuum import ContinuumScheduler
+
+        return ContinuumScheduler
+
+    def additional_config(self) -> dict[str, Any]:
+        return {"continuum": {"ttl": self.ttl, "profile": self.cost_model}}
+
+    def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
+        super().attach(scheduler, clock)
+        scheduler.set_clock(clock)  # type: ignore[attr-defined]
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        # The program (Continuum's job id), its tool, and whether this is its last step.
+        last = segment == len(arrival.request.segments) - 1
+        return {"program": arrival.request_id, "tool": arrival.request.kind, "last": last}
+
+    def stats(self) -> dict[str, Any]:
+        return self.scheduler.continuum_stats()  # type: ignore[union-attr]
+
+
 def make_policy(
     name: str, *, noise: float = 0.0, seed: int = 0, cost_model: str = "gptj-6b-a100"
 ) -> ReplayPolicy:
@@ -236,6 +271,8 @@ def make_policy(
         return InferCeptPolicy(cost_model, paper=True)
     if name == "lamps-authors":
         return LampsAuthorsPolicy(noise=noise, seed=seed, cost_model=cost_model)
+    if name in ("continuum", "continuum-code"):
+        return ContinuumPolicy(name, "paper" if name == "continuum" else "code", cost_model)
     if name == "lamps":
         return LampsPolicy(name, noise=noise, seed=seed, cost_model=cost_model)
     if name == "lamps-oracle":
