@@ -142,6 +142,10 @@ class PassiveSwap:
     def swap_whole(self, pause: Request) -> int:
         """Swap a preserved pause out whole if the host pool has room; the blocks it gave up."""
         blocks = self.gpu_blocks(pause)
+        if self._pauses.frontier(pause.request_id) is not None:  # partially swapped already
+            given = self._pauses.give_up_head(pause.request_id, blocks)
+            self._stats["swapped_blocks"] += given
+            return given
         if self.host_free_blocks() < blocks or not self._pauses.swap(pause):
             return 0
         self.swapped_pauses[pause.request_id] = pause
