@@ -198,7 +198,11 @@ class PassiveSwap:
         requests to delay this iteration."""
         memory = _Memory(self)
         targets = sorted(self._sched.running, key=lambda r: r.arrival_time)
-        heads = [r for r in self.swapped_queued.values() if self.gpu_blocks(r) > 0]
+        heads = [
+            r
+            for r in self.swapped_queued.values()
+            if r.status != RequestStatus.WAITING_FOR_REMOTE_KVS and self.gpu_blocks(r) > 0
+        ]
         delayed: list[Request] = []
         tokens_left = token_budget
         while targets:
