@@ -10,7 +10,18 @@ from vllm.v1.core.sched.scheduler import Scheduler
 
 from lamps.workloads import Arrival
 
-POLICY_NAMES = ("vllm", "vllm-preserve", "infercept", "lamps", "lamps-oracle", "lamps-no-rank")
+POLICY_NAMES = (
+    "vllm",
+    "vllm-preserve",
+    "infercept",
+    "infercept-paper",
+    "lamps-authors",
+    "continuum",
+    "continuum-code",
+    "lamps",
+    "lamps-oracle",
+    "lamps-no-rank",
+)
 
 
 class ReplayPolicy:
@@ -67,18 +78,26 @@ class VllmPreservePolicy(ReplayPolicy):
 
 
 class InferCeptPolicy(ReplayPolicy):
-    """InferCept: FCFS by original arrival, per-iteration discard/swap of paused sessions."""
+    """InferCept as its code does it (`lamps.baselines.infercept`): FCFS by original arrival,
+    per-iteration discards, passive budgeted swap under memory pressure."""
 
     name = "infercept"
     queue_policy = "priority"
     swap = True
 
-    def __init__(self, cost_model: str) -> None:
+    def __init__(self, cost_model: str, *, paper: bool = False) -> None:
         super().__init__()
         self.cost_model = cost_model
+        self.paper = paper
+        if paper:
+            self.name = "infercept-paper"
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
+        if self.paper:
+            from lamps.baselines.infercept_paper import InferCeptPaperScheduler
+
+            return InferCeptPaperScheduler
         from lamps.baselines.infercept import InferCeptScheduler
 
         return InferCeptScheduler
@@ -162,6 +181,82 @@ class LampsPolicy(ReplayPolicy):
         return dict(self.scheduler.lamps_stats.as_dict())  # type: ignore[union-attr]
 
 
+class LampsAuthorsPolicy(ReplayPolicy):
+    """LAMPS as its authors' code does it (`lamps.baselines.lamps_authors`), fed the trace's
+    values plus Gaussian noise as its benchmark adds it (`fixed_final_tput_bench_real.py`
+    118-119: `max(1e-9, api + N(0, noise * api))`, `max(1, out + N(0, noise * out))`)."""
+
+    name = "lamps-authors"
+    queue_policy = "priority"
+
+    def __init__(self, *, noise: float = 0.0, seed: int = 0, cost_model: str) -> None:
+        super().__init__()
+        if not (noise >= 0 and np.isfinite(noise)):
+            raise ValueError(f"noise must be finite and >= 0, got {noise}")
+        self.noise, self.seed, self.cost_model = noise, seed, cost_model
+
+    @property
+    def scheduler_cls(self) -> type[Scheduler]:
+        from lamps.baselines.lamps_authors import LampsAuthorsScheduler
+
+        return LampsAuthorsScheduler
+
+    def additional_config(self) -> dict[str, Any]:
+        return {"lamps_authors": {"profile": self.cost_model}}
+
+    def resume_arrival_time(self, arrival: Arrival, now: float) -> float:
+        return arrival.time  # a resumed call keeps its sequence group's arrival (FCFS running)
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        seg = arrival.request.segments[segment]
+        rng = np.random.default_rng((self.seed, arrival.index, segment))
+        out, api = float(seg.output_tokens), seg.api_seconds if seg.has_api else 0.0
+        if self.noise:
+            out = max(1.0, out + float(rng.normal(0.0, self.noise * out)))
+            api = max(1e-9, api + float(rng.normal(0.0, self.noise * api))) if api else 0.0
+        return {
+            "predicted_output_tokens": max(1, round(out)),
+            "predicted_api_seconds": api,
+            "api_return_tokens": seg.return_tokens if seg.has_api else 0,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return self.scheduler.authors_stats()  # type: ignore[union-attr]
+
+
+class ContinuumPolicy(ReplayPolicy):
+    """Continuum (`lamps.baselines.continuum`) over the stateless API, as it is deployed: each
+    turn a new request carrying the whole context, the finished turn pinned for a TTL."""
+
+    sessions = False
+    queue_policy = "fcfs"
+
+    def __init__(self, name: str, ttl: str, cost_model: str) -> None:
+        super().__init__()
+        self.name, self.ttl, self.cost_model = name, ttl, cost_model
+
+    @property
+    def scheduler_cls(self) -> type[Scheduler]:
+        from lamps.baselines.continuum import ContinuumScheduler
+
+        return ContinuumScheduler
+
+    def additional_config(self) -> dict[str, Any]:
+        return {"continuum": {"ttl": self.ttl, "profile": self.cost_model}}
+
+    def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
+        super().attach(scheduler, clock)
+        scheduler.set_clock(clock)  # type: ignore[attr-defined]
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        # The program (Continuum's job id), its tool, and whether this is its last step.
+        last = segment == len(arrival.request.segments) - 1
+        return {"program": arrival.request_id, "tool": arrival.request.kind, "last": last}
+
+    def stats(self) -> dict[str, Any]:
+        return self.scheduler.continuum_stats()  # type: ignore[union-attr]
+
+
 def make_policy(
     name: str, *, noise: float = 0.0, seed: int = 0, cost_model: str = "gptj-6b-a100"
 ) -> ReplayPolicy:
@@ -172,6 +267,12 @@ def make_policy(
         return VllmPreservePolicy()
     if name == "infercept":
         return InferCeptPolicy(cost_model)
+    if name == "infercept-paper":
+        return InferCeptPolicy(cost_model, paper=True)
+    if name == "lamps-authors":
+        return LampsAuthorsPolicy(noise=noise, seed=seed, cost_model=cost_model)
+    if name in ("continuum", "continuum-code"):
+        return ContinuumPolicy(name, "paper" if name == "continuum" else "code", cost_model)
     if name == "lamps":
         return LampsPolicy(name, noise=noise, seed=seed, cost_model=cost_model)
     if name == "lamps-oracle":

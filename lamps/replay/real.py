@@ -102,10 +102,16 @@ def _engine_args(policy: ReplayPolicy, model_dir: Path, max_len: int) -> Any:
     extra: dict[str, Any] = {}
     scheduler_cls = None
     policy_name = "fcfs"
-    if policy.name == "infercept":
-        scheduler_cls = "lamps.baselines.infercept.InferCeptScheduler"
+    if policy.name in ("infercept", "infercept-paper"):
+        cls = policy.scheduler_cls
+        scheduler_cls = f"{cls.__module__}.{cls.__qualname__}"
         policy_name = "priority"
         extra = {"infercept": {"cost_model": TINY_COST}}
+    elif policy.name in ("lamps-authors", "continuum", "continuum-code"):
+        cls = policy.scheduler_cls
+        scheduler_cls = f"{cls.__module__}.{cls.__qualname__}"
+        policy_name = policy.queue_policy
+        extra = policy.additional_config()
     elif isinstance(policy, LampsPolicy):
         scheduler_cls = "lamps.vllm.LampsSyncScheduler"
         cost = {k: v for k, v in TINY_COST.items() if k != "name"}
