@@ -33,7 +33,7 @@ from lamps._core import Strategy
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.compat import SchedulerHooks
 from lamps.vllm.config import LampsConfig, served_kv_bytes_per_token
-from lamps.vllm.hints import parse_hints
+from lamps.vllm.hints import Hints, parse_hints
 from lamps.vllm.pause_policy import PauseController
 from lamps.vllm.pausing import KvPauses
 from lamps.vllm.predictors import Forecaster
@@ -202,13 +202,20 @@ class _LampsMixin(SchedulerHooks):
     def add_request(self, request: Request) -> None:
         if request.request_id not in self.requests:
             self._table.release(request.request_id)
-            hints, warnings = parse_hints(
-                request.sampling_params.extra_args if request.sampling_params else None,
-                request.request_id, logger,
-            )  # fmt: skip
-            self.lamps_stats.hint_warnings += warnings
+            hints = self._read_hints(request)
             self._table.add(request.request_id, hints)
         super().add_request(request)  # type: ignore[misc]
+
+    def _read_hints(self, request: Request) -> Hints:
+        params = request.sampling_params
+        hints, warnings = parse_hints(
+            params.extra_args if params else None, request.request_id, logger
+        )
+        self.lamps_stats.hint_warnings += warnings
+        if hints.any():
+            self.lamps_stats.hinted_requests += 1
+            logger.debug("LAMPS: request %s: hints %s", request.request_id, hints)
+        return hints
 
     def on_freed(self, request: Request) -> None:
         # vLLM frees a request that stopped while preempted (async scheduling: its last token
@@ -251,12 +258,7 @@ class _LampsMixin(SchedulerHooks):
             self.lamps_stats.resumed += 1
             state.pause_started = None
         state.strategy = None
-        hints, warnings = parse_hints(
-            session.sampling_params.extra_args if session.sampling_params else None,
-            session.request_id, logger,
-        )  # fmt: skip
-        state.hints = hints
-        self.lamps_stats.hint_warnings += warnings
+        state.hints = self._read_hints(session)
         self.kv_pauses.unpark(session)
 
     # ----- logging ----------------------------------------------------------------------------
