@@ -284,8 +284,13 @@ def make_request(
     arrival_time: float | None = None,
     block_size: int = 16,
     hasher: BlockHasher | None = None,
+    session_id: str | None = None,
 ) -> Request:
-    """A vLLM Request (EOS ignored) hashed for the prefix cache, as EngineCore builds it."""
+    """A vLLM Request (EOS ignored) hashed for the prefix cache, as EngineCore builds it.
+
+    `session_id` is what vLLM's OpenAI server sets from the `session_id` body field or the
+    `X-Session-ID` header.
+    """
     from vllm.sampling_params import SamplingParams
     from vllm.v1.request import Request
 
@@ -298,6 +303,7 @@ def make_request(
         arrival_time=float(next(_arrival)) if arrival_time is None else arrival_time,
         block_hasher=hasher or block_hasher(block_size),
         resumable=resumable,
+        session_id=session_id,
     )
 
 

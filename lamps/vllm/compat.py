@@ -2,10 +2,12 @@
 
 The LAMPS schedulers and the baselines attach to vLLM's `Scheduler` through private hooks; this
 is the only module that names them. `SchedulerHooks` overrides them and reports plain events
-(a turn ended, a session paused, a session resumed, requests were scheduled, a request was
-freed); `release_kv` frees a paused session's KV through vLLM's own preemption path and
-`enqueue_waiting` queues a request the way vLLM does. `PRIVATE_MEMBERS` lists everything used
-(the contract test checks each against the installed vLLM). Importing this module checks the
+(a turn ended, a session paused, a session resumed, requests were scheduled, a request is about
+to be freed and was freed, an allocation found too few free KV blocks: the scheduler's
+`KVCacheManager.allocate_slots` is wrapped on the instance for that one); `release_kv` frees a
+paused session's KV through vLLM's own preemption path and `enqueue_waiting` queues a request
+the way vLLM does. `PRIVATE_MEMBERS` lists everything used (the contract test checks each
+against the installed vLLM). Importing this module checks the
 vLLM version and fails with a readable message outside the tested range.
 
 Where 0.32 and 0.33 differ:
@@ -166,6 +168,22 @@ class SchedulerHooks:
         super().__init__(*args, **kwargs)
         self._compat_stopping: Request | None = None
         self._compat_continuing: list[Request] = []
+        self._compat_wrap_allocate_slots()
+
+    def _compat_wrap_allocate_slots(self) -> None:
+        # vLLM's schedule() preempts running requests (and stops admitting waiting ones) when
+        # KVCacheManager.allocate_slots answers None; give the subclass a chance to free
+        # blocks first, then ask again.
+        manager = self.kv_cache_manager  # type: ignore[attr-defined]
+        allocate = manager.allocate_slots
+
+        def allocate_slots(*args: Any, **kwargs: Any) -> Any:
+            blocks = allocate(*args, **kwargs)
+            while blocks is None and self.on_kv_shortage():
+                blocks = allocate(*args, **kwargs)
+            return blocks
+
+        manager.allocate_slots = allocate_slots
 
     # ----- events ---------------------------------------------------------------------------
 
@@ -181,8 +199,19 @@ class SchedulerHooks:
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
         """A step was scheduled; `num_computed_tokens` do not count its tokens yet."""
 
+    def on_finishing(self, request: Request) -> None:
+        """A finished request is about to be freed: it still holds its KV blocks."""
+
     def on_freed(self, request: Request) -> None:
         """vLLM freed a finished request (it may still sit in a waiting queue)."""
+
+    def on_kv_shortage(self) -> bool:
+        """An allocation found too few free KV blocks, before vLLM preempts or stops admitting.
+
+        Return True after freeing some blocks (the allocation is tried again), False when
+        nothing more can be freed (vLLM then goes on as it would).
+        """
+        return False
 
     # ----- vLLM's hooks ---------------------------------------------------------------------
 
@@ -238,6 +267,7 @@ class SchedulerHooks:
         super()._update_after_schedule(scheduler_output)  # type: ignore[misc]
 
     def _free_request(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        self.on_finishing(request)
         result = super()._free_request(request, *args, **kwargs)  # type: ignore[misc]
         self.on_freed(request)
         return result

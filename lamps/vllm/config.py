@@ -44,6 +44,11 @@ class LampsConfig:
     default_api_seconds: float = 1.0
     default_output_tokens: int = 64
     allow_swap: bool = True
+    sessions: bool = True
+    session_idle_timeout_s: float = 300.0
+    session_max_pin_s: float = 60.0
+    session_max_parked_fraction: float = 0.5
+    max_sessions: int = 65536
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, str) or not self.profile:
@@ -66,6 +71,16 @@ class LampsConfig:
             self.default_output_tokens, "default_output_tokens", minimum=1, maximum=_MAX_TOKENS
         )
         _check_bool(self.allow_swap, "allow_swap")
+        _check_bool(self.sessions, "sessions")
+        _check_float(self.session_idle_timeout_s, "session_idle_timeout_s")
+        _check_float(self.session_max_pin_s, "session_max_pin_s")
+        _check_float(self.session_max_parked_fraction, "session_max_parked_fraction")
+        if self.session_max_parked_fraction > 1:
+            raise ValueError(
+                "lamps config 'session_max_parked_fraction' must be in [0, 1], "
+                f"got {self.session_max_parked_fraction!r}"
+            )
+        _check_int(self.max_sessions, "max_sessions", minimum=1)
 
     def make_cost_model(self, kv_bytes_per_token: float | None = None) -> Any:
         """The lamps.CostModel these settings name.
@@ -169,7 +184,7 @@ def served_kv_bytes_per_token(kv_cache_config: Any) -> float | None:
 def _parse_env(key: str, raw: str) -> Any:
     if key == "profile":
         return raw
-    if key in ("ranking", "allow_swap"):
+    if key in ("ranking", "allow_swap", "sessions"):
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True

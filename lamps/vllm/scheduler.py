@@ -39,6 +39,7 @@ from lamps.vllm.pausing import KvPauses
 from lamps.vllm.predictors import Forecaster
 from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.scoring import Scorer, score_inputs
+from lamps.vllm.sessions import SessionParking, session_swap_path
 from lamps.vllm.state import RequestState, RequestTable
 from lamps.vllm.stats import LampsStats, StatsLog
 
@@ -92,6 +93,11 @@ class _LampsMixin(SchedulerHooks):
             self.kv_pauses, self._batch, self._cost, cfg.allow_swap,
             block_pool.get_num_free_blocks, self.lamps_stats,
         )  # fmt: skip
+        self._sessions = SessionParking(
+            self.kv_pauses, self._batch, self._cost, cfg, self.lamps_stats, self.forecaster,
+            self.block_size, block_pool.num_gpu_blocks, block_pool.get_num_free_blocks,
+            session_swap_path(self.connector),
+        )  # fmt: skip
         self._batch_key_at_rescore: tuple[float, float, float] | None = None
         self._last_rescore_iteration = -(1 << 62)
         self._log = StatsLog(self.lamps_stats, cfg.log_interval_s, self._clock())
@@ -133,7 +139,11 @@ class _LampsMixin(SchedulerHooks):
         """Record a request's score inputs in the table and return its score (the queues' key)."""
         if not self.lamps_config.ranking:
             return 0.0  # FCFS: equal scores fall back to arrival order
-        turn = self.forecaster.turn(state.hints, request.max_tokens, request.resumable)
+        hints, continues = state.hints, request.resumable
+        if request.session_id is not None and not request.resumable:
+            # A turn of a stateless session: forecast with what the session has shown.
+            hints, continues = self._sessions.forecast_hints(request, hints)
+        turn = self.forecaster.turn(hints, request.max_tokens, continues)
         inputs = score_inputs(request, turn)
         self._table.set_inputs(state.slot, inputs)
         return self._scorer.score(inputs, self._batch.state)
@@ -161,6 +171,7 @@ class _LampsMixin(SchedulerHooks):
             if promoted:
                 running_scores[promoted] = -math.inf
         self._pause_policy.redecide_overdue(now, self.requests, self._table.get)
+        self._sessions.before_step(now)
         if self.lamps_config.ranking:
             self._maybe_rescore()
             if running_scores is not None:
@@ -204,6 +215,8 @@ class _LampsMixin(SchedulerHooks):
             self._table.release(request.request_id)
             hints = self._read_hints(request)
             self._table.add(request.request_id, hints)
+            if request.session_id is not None and not request.resumable:
+                self._sessions.on_arrival(request, self._clock())
         super().add_request(request)  # type: ignore[misc]
 
     def _read_hints(self, request: Request) -> Hints:
@@ -216,6 +229,17 @@ class _LampsMixin(SchedulerHooks):
             self.lamps_stats.hinted_requests += 1
             logger.debug("LAMPS: request %s: hints %s", request.request_id, hints)
         return hints
+
+    def on_finishing(self, request: Request) -> None:
+        if request.session_id is None or request.resumable:
+            return
+        state = self._table.get(request.request_id)
+        hints = state.hints if state is not None else Hints()
+        self._sessions.on_finishing(request, hints, self._clock())
+
+    def on_kv_shortage(self) -> bool:
+        # Parked turns give their pinned blocks back before vLLM preempts a running request.
+        return self._sessions.release_for_pressure(self._clock())
 
     def on_freed(self, request: Request) -> None:
         # vLLM frees a request that stopped while preempted (async scheduling: its last token
@@ -232,6 +256,9 @@ class _LampsMixin(SchedulerHooks):
             stats.prefix_hit_tokens += admission.restored_tokens
             stats.recomputed_tokens += admission.recomputed_tokens
         self._batch.step_scheduled(scheduler_output.total_num_scheduled_tokens)
+        self._sessions.on_scheduled(
+            (r.req_id for r in scheduler_output.scheduled_new_reqs), self.requests
+        )
 
     # ----- API pauses -------------------------------------------------------------------------
 
@@ -263,7 +290,13 @@ class _LampsMixin(SchedulerHooks):
 
     # ----- logging ----------------------------------------------------------------------------
 
+    @property
+    def lamps_sessions(self) -> SessionParking:
+        """The parked turns of stateless sessions (`lamps.vllm.sessions`)."""
+        return self._sessions
+
     def _queues_summary(self) -> str:
+        self._sessions.update_gauges()
         return (
             f"running={len(self.running)} "
             f"waiting={len(self.waiting) + len(self.kv_holding_waiting)} "
