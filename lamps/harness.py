@@ -232,8 +232,12 @@ def build_scheduler(
     kv_cache_config: KVCacheConfig | None = None,
     *,
     scheduler_cls: type[Scheduler] | None = None,
+    log_stats: bool = False,
 ) -> Scheduler:
-    """The scheduler EngineCore would build (class from the config unless given), no stats."""
+    """The scheduler EngineCore would build (class from the config unless given).
+
+    `log_stats=True` makes it build the `SchedulerStats` a server's stat loggers receive.
+    """
     from vllm.v1.core.kv_cache_utils import resolve_kv_cache_block_sizes
     from vllm.v1.core.sched.scheduler import Scheduler
     from vllm.v1.structured_output import StructuredOutputManager
@@ -253,7 +257,7 @@ def build_scheduler(
         structured_output_manager=StructuredOutputManager(vllm_config),
         block_size=block_size,
         hash_block_size=hash_block_size,
-        log_stats=False,
+        log_stats=log_stats,
     )
 
 

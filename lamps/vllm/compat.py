@@ -6,7 +6,8 @@ is the only module that names them. `SchedulerHooks` overrides them and reports 
 to be freed and was freed, an allocation found too few free KV blocks: the scheduler's
 `KVCacheManager.allocate_slots` is wrapped on the instance for that one); `release_kv` frees a
 paused session's KV through vLLM's own preemption path and `enqueue_waiting` queues a request
-the way vLLM does. `PRIVATE_MEMBERS` lists everything used (the contract test checks each
+the way vLLM does; `attach_stats_payload` / `take_stats_payload` carry LAMPS' counts inside
+vLLM's `SchedulerStats`. `PRIVATE_MEMBERS` lists everything used (the contract test checks each
 against the installed vLLM). Importing this module checks the
 vLLM version and fails with a readable message outside the tested range.
 
@@ -106,6 +107,31 @@ PRIVATE_MEMBERS: tuple[PrivateMember, ...] = (
     PrivateMember(Request, "num_preemptions", "write"),
     PrivateMember(Request, "status", "write"),
 )
+
+
+# LAMPS' counters travel from the engine-core process to the front end inside vLLM's own
+# SchedulerStats (the only per-step channel from a scheduler to the stat loggers). vLLM decodes
+# it into its declared type, so a subclass's extra fields would be dropped; its one typed
+# mapping of counts that vLLM's loggers read by known keys only is `num_kv_fetch_reqs_by_stage`
+# (dict[str, int]). LAMPS' counts ride there under keys with this prefix; LAMPS' stat logger
+# (a `vllm.stat_logger_plugins` entry, called before vLLM's own loggers) takes them out.
+STATS_KEY_PREFIX = "lamps:"
+
+
+def attach_stats_payload(scheduler_stats: Any, payload: dict[str, int]) -> None:
+    """Put LAMPS' counts (integers) into a SchedulerStats."""
+    carrier = scheduler_stats.num_kv_fetch_reqs_by_stage
+    for key, value in payload.items():
+        carrier[STATS_KEY_PREFIX + key] = int(value)
+
+
+def take_stats_payload(scheduler_stats: Any) -> dict[str, int] | None:
+    """Remove and return LAMPS' counts from a SchedulerStats (None when it carries none)."""
+    carrier = scheduler_stats.num_kv_fetch_reqs_by_stage
+    keys = [k for k in carrier if k.startswith(STATS_KEY_PREFIX)]
+    if not keys:
+        return None
+    return {k[len(STATS_KEY_PREFIX) :]: carrier.pop(k) for k in keys}
 
 
 class _RequeueSink:

@@ -31,9 +31,10 @@ from vllm.v1.request import Request, StreamingUpdate
 
 from lamps._core import Strategy
 from lamps.vllm.batch import BatchEstimator
-from lamps.vllm.compat import SchedulerHooks
+from lamps.vllm.compat import SchedulerHooks, attach_stats_payload
 from lamps.vllm.config import LampsConfig, served_kv_bytes_per_token
 from lamps.vllm.hints import Hints, parse_hints
+from lamps.vllm.metrics import stats_payload
 from lamps.vllm.pause_policy import PauseController
 from lamps.vllm.pausing import KvPauses
 from lamps.vllm.predictors import Forecaster
@@ -310,6 +311,14 @@ class _LampsMixin(SchedulerHooks):
             # Going idle: no step comes to print what happened since the last line.
             self._log.maybe_log(self._clock(), self._queues_summary(), force=True)
         return outputs
+
+    def make_stats(self, *args: Any, **kwargs: Any) -> Any:
+        stats = super().make_stats(*args, **kwargs)  # type: ignore[misc]
+        if stats is not None:
+            # Carried to the front end for LAMPS' stat logger (lamps.vllm.metrics).
+            self._sessions.update_gauges()
+            attach_stats_payload(stats, stats_payload(self.lamps_stats))
+        return stats
 
     def shutdown(self) -> None:
         self._log.maybe_log(self._clock(), self._queues_summary(), force=True)

@@ -43,11 +43,11 @@ class LampsStats:
 
     pauses: int = _stat("pauses", "API pauses seen (session turns that ended for input)")
     preserved: int = _stat("preserve", "pauses whose KV was kept on the GPU at first",
-                           series="lamps_pause_strategy", strategy="preserve")  # fmt: skip
+                           series="lamps_pause_decisions", strategy="preserve")  # fmt: skip
     discarded: int = _stat("discard", "discards applied (at a pause or by a re-decision)",
-                           series="lamps_pause_strategy", strategy="discard")  # fmt: skip
+                           series="lamps_pause_decisions", strategy="discard")  # fmt: skip
     swapped: int = _stat("swap", "swaps applied (at a pause or by a re-decision)",
-                         series="lamps_pause_strategy", strategy="swap")  # fmt: skip
+                         series="lamps_pause_decisions", strategy="swap")  # fmt: skip
     swap_fallbacks: int = _stat("swap_fallback", "swaps no swap path took: discarded")
     redecided: int = _stat("redecided", "preserved pauses re-decided after overrunning")
     resumed: int = _stat("resumed", "pauses ended by their next input")
