@@ -61,6 +61,50 @@ def write_tiny_llama(path: Path, max_len: int = 2048, seed: int = 0) -> Path:
     return path
 
 
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|> ' }}"
+    "{% if m['content'] %}{{ m['content'] }}{% endif %}"
+    "{% if m.get('tool_calls') %}{% for c in m['tool_calls'] %}"
+    "{{ ' call ' + c['function']['name'] }}{% endfor %}{% endif %}"
+    "{{ ' <|end|> ' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|> ' }}{% endif %}"
+)
+"""The tiny tokenizer's chat template: `<|role|> content <|end|>` per message."""
+
+
+def tiny_word_ids() -> list[int]:
+    """Token ids of the tiny tokenizer's words (`w0`...), the ids a test lets the model sample."""
+    first = 3 + len(CHAT_ROLES) + 1
+    return list(range(first, TINY_LLAMA_VOCAB))
+
+
+def write_tiny_chat_tokenizer(path: Path) -> Path:
+    """Writes a word-level tokenizer over the tiny Llama's vocabulary, with a chat template.
+
+    Ids 0-2 are `<unk>`, `<s>`, `</s>`, then `<|system|>`, `<|user|>`, `<|assistant|>`,
+    `<|tool|>`, `<|end|>`, then the words `w0`, `w1`, ... (`tiny_word_ids()`). Text is words
+    separated by spaces, so any sequence of word ids decodes and encodes back to itself: a
+    client that resends a conversation resends exactly the tokens the model produced.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", *(f"<|{r}|>" for r in CHAT_ROLES), "<|end|>"]
+    words = [f"w{i}" for i in range(TINY_LLAMA_VOCAB - len(specials))]
+    vocab = {tok: i for i, tok in enumerate(specials + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.add_special_tokens(specials)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return path
+
+
 @functools.cache
 def scheduler_model_dir(max_model_len: int, vocab_size: int) -> Path:
     """A directory with only a Llama config.json, enough for a scheduler (removed at exit)."""

@@ -271,6 +271,8 @@ class SessionParking:
                 continue
             self._stats.session_redecided += 1
             self._unpin(parked, strategy)
+            if strategy == Strategy.DISCARD:
+                self._in_cache[sid] = parked  # pinned again if the load makes it worth it
 
         if self._in_cache:
             self._revisit_cached(now)

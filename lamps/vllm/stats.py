@@ -80,7 +80,8 @@ class LampsStats:
         "of those, tokens the next request found cached (pinned, prefix cache or swap-in)",
     )
     session_redecided: int = _stat(
-        "session_redecided", "pinned turns re-decided after outlasting their predicted gap"
+        "session_redecided",
+        "parked turns whose strategy a re-decision changed (an overrun gap, a changed load)",
     )
     pressure_releases: int = _stat(
         "pressure_releases", "pinned turns given back because an allocation lacked free blocks"
