@@ -40,7 +40,8 @@ from lamps.vllm.pausing import KvPauses
 from lamps.vllm.predictors import Forecaster
 from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.scoring import Scorer, score_inputs
-from lamps.vllm.sessions import SessionParking, session_swap_path
+from lamps.vllm.session_state import session_swap_path
+from lamps.vllm.sessions import SessionParking
 from lamps.vllm.state import RequestState, RequestTable
 from lamps.vllm.stats import LampsStats, StatsLog
 

@@ -28,8 +28,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from vllm.v1.request import Request, RequestStatus
 
@@ -38,79 +37,18 @@ from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.hints import Hints
 from lamps.vllm.pausing import KvPauses
 from lamps.vllm.predictors import Forecaster
+from lamps.vllm.session_state import (
+    ParkedTurn,
+    Session,
+    SessionSwapPath,
+    as_dict,
+    matching_prefix,
+)
 from lamps.vllm.stats import LampsStats
 
 logger = logging.getLogger("vllm.lamps")
 
 PIN_PREFIX = "session:"
-
-
-class SessionSwapPath(Protocol):
-    """What the swap connector offers for parked turns (`lamps.vllm.swap.sessions`)."""
-
-    def lamps_park_turn(self, key: str, blocks: list[Any], hashes: list[Any]) -> bool:
-        """Copy `blocks` (hashes `hashes`) to host memory under `key`; False if refused."""
-        ...
-
-    def lamps_drop_turn(self, key: str) -> None:
-        """Forget the host copy under `key` (loaded or not)."""
-        ...
-
-
-class _Mean:
-    """A running mean."""
-
-    __slots__ = ("count", "value")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.value = 0.0
-
-    def add(self, x: float) -> None:
-        self.count += 1
-        self.value += (x - self.value) / self.count
-
-
-@dataclass
-class ParkedTurn:
-    """A finished turn waiting for its session's next request."""
-
-    key: str
-    strategy: Strategy
-    hashes: list[Any]  # block hashes of its full blocks, a prefix chain
-    tokens: int  # tokens in those blocks
-    context: int  # tokens of the finished turn's sequence
-    parked_at: float
-    predicted_gap: float
-    tool: str | None
-    epoch: int
-    pinned: int = 0  # blocks held by the pin (preserve)
-    taker: str | None = None  # the session's next request, once it arrived
-    blocks: list[Any] = field(default_factory=list)  # the KV blocks it was parked with
-    block_keys: list[Any] = field(default_factory=list)  # their prefix-cache keys then
-
-    def intact(self) -> int:
-        """Leading blocks still cached as parked (not evicted nor reused since)."""
-        n = 0
-        for block, key in zip(self.blocks, self.block_keys, strict=True):
-            if block.block_hash != key:
-                break
-            n += 1
-        return n
-
-
-@dataclass
-class Session:
-    """What LAMPS knows of one session."""
-
-    session_id: str
-    turns: int = 0
-    last_active: float = 0.0
-    live: set[str] = field(default_factory=set)
-    parked: ParkedTurn | None = None
-    output: _Mean = field(default_factory=_Mean)
-    gap: _Mean = field(default_factory=_Mean)
-    returned: _Mean = field(default_factory=_Mean)
 
 
 class SessionParking:
@@ -175,7 +113,7 @@ class SessionParking:
             fill["predicted_api_seconds"] = session.gap.value
         if hints.api_return_tokens is None and session.returned.count:
             fill["api_return_tokens"] = round(session.returned.value)
-        filled = Hints(**{**_as_dict(hints), **fill}) if fill else hints
+        filled = Hints(**{**as_dict(hints), **fill}) if fill else hints
         return filled, not hints.session_end
 
     # ----- events -------------------------------------------------------------------------------
@@ -208,7 +146,7 @@ class SessionParking:
             parked = session.parked
             request = requests.get(request_id)
             if request is not None:
-                matched = _matching_prefix(parked.hashes, request.block_hashes)
+                matched = matching_prefix(parked.hashes, request.block_hashes)
                 hit = request.num_computed_tokens // self._block_size
                 stats = self._stats
                 stats.takeovers += 1
@@ -454,25 +392,3 @@ class SessionParking:
             del self._in_cache[session.session_id]
         if session.parked is parked:
             session.parked = None
-
-
-def _as_dict(hints: Hints) -> dict[str, Any]:
-    return {name: getattr(hints, name) for name in Hints.__dataclass_fields__}
-
-
-def _matching_prefix(parked: list[Any], hashes: list[Any]) -> int:
-    """Leading blocks of `hashes` equal to the parked ones (hashes chain: a prefix match)."""
-    n = min(len(parked), len(hashes))
-    if n and parked[n - 1] == hashes[n - 1]:
-        return n
-    matched = 0
-    while matched < n and parked[matched] == hashes[matched]:
-        matched += 1
-    return matched
-
-
-def session_swap_path(connector: Any) -> SessionSwapPath | None:
-    """The connector as a swap path for parked turns, when it offers one."""
-    if connector is not None and hasattr(connector, "lamps_park_turn"):
-        return connector  # type: ignore[no-any-return]
-    return None
