@@ -22,11 +22,21 @@ class SwapOutJob:
 
 @dataclass
 class SwapInJob:
-    """Load stored blocks [first_block, first_block + len(block_ids)) into `block_ids`."""
+    """Load stored blocks [first_block, first_block + len(block_ids)) into `block_ids`.
+
+    The host copy read is `source_id`'s when given (a parked session turn's copy, loaded into
+    the session's next request), else the request's own; the load is reported as the request's.
+    """
 
     request_id: str
     block_ids: list[int]
     first_block: int
+    source_id: str | None = None
+
+    @property
+    def copy_id(self) -> str:
+        """The host copy this load reads."""
+        return self.source_id or self.request_id
 
 
 SwapJob = SwapOutJob | SwapInJob

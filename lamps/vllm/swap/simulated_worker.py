@@ -18,7 +18,12 @@ from typing import Literal
 
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorTransferResults
 
-from lamps.vllm.swap.messages import LampsSwapMetadata, LampsSwapWorkerMetadata, SwapJob
+from lamps.vllm.swap.messages import (
+    LampsSwapMetadata,
+    LampsSwapWorkerMetadata,
+    SwapInJob,
+    SwapJob,
+)
 
 Direction = Literal["out", "in"]
 DIRECTIONS: tuple[Direction, Direction] = ("out", "in")
@@ -26,10 +31,11 @@ DIRECTIONS: tuple[Direction, Direction] = ("out", "in")
 
 @dataclass
 class _Copy:
-    request_id: str
+    request_id: str  # reported as
     end: float
     fails: bool
     stopped: bool = False
+    copy_id: str = ""  # the host copy it reads or writes (the request's own unless a source)
 
 
 class SimulatedSwapWorker:
@@ -66,7 +72,7 @@ class SimulatedSwapWorker:
                 continue
             self._launch("out", job)
         for job in metadata.swap_in:
-            if job.request_id not in self._stored or job.request_id in self._in_flight:
+            if job.copy_id not in self._stored or job.copy_id in self._in_flight:
                 self._finished_recving.add(job.request_id)
                 self._failed_recving.add(job.request_id)
                 continue
@@ -74,9 +80,10 @@ class SimulatedSwapWorker:
 
     def collect_finished(self, finished_req_ids: set[str]) -> KVConnectorTransferResults:
         """Stop transfers of finished requests; return loads that ended (failed ones in both)."""
+        loads = {c.request_id: key for key, c in self._in_flight.items()}
         for request_id in finished_req_ids:
-            if request_id in self._in_flight:
-                self._stop(request_id)
+            if request_id in loads:
+                self._stop(loads[request_id])
         now = self._clock()
         for direction in DIRECTIONS:
             link = self._links[direction]
@@ -120,9 +127,10 @@ class SimulatedSwapWorker:
         start = max(self._clock(), self._link_free[direction])
         end = start + self._transfer_seconds(num_blocks)
         self._link_free[direction] = end
-        copy = _Copy(job.request_id, end, self._fails is not None and self._fails(job))
+        key = job.copy_id if isinstance(job, SwapInJob) else job.request_id
+        copy = _Copy(job.request_id, end, self._fails is not None and self._fails(job), False, key)
         self._links[direction].append(copy)
-        self._in_flight[job.request_id] = copy
+        self._in_flight[key] = copy
         self.blocks_started[direction] += num_blocks
 
     def _stop(self, request_id: str) -> None:
@@ -133,7 +141,7 @@ class SimulatedSwapWorker:
 
     def _finish(self, direction: Direction, copy: _Copy) -> None:
         request_id = copy.request_id
-        del self._in_flight[request_id]
+        del self._in_flight[copy.copy_id]
         ok = not (copy.fails or copy.stopped)
         if direction == "out":
             self._out_results[request_id] = (1, 0) if ok else (0, 1)
@@ -142,6 +150,6 @@ class SimulatedSwapWorker:
             return
         self._finished_recving.add(request_id)
         if ok:
-            self._stored.discard(request_id)
+            self._stored.discard(copy.copy_id)
         else:
             self._failed_recving.add(request_id)
