@@ -257,3 +257,13 @@ def test_next_turn_is_ranked_with_the_session_history(
                                        extra_args={"lamps_tool": "calc"}))  # fmt: skip
     order = [r.request_id for r in sched.waiting][:2]
     assert order == (["short-next", "long-next"] if sessions else ["long-next", "short-next"])
+
+
+def test_prefix_cache_reset_is_not_blocked_by_pins(make_vllm_scheduler: Any) -> None:
+    # vLLM resets the prefix cache only when no block is in use (weight updates, the
+    # /reset_prefix_cache endpoint): pinned turns would make it fail forever.
+    sched, _ = build(make_vllm_scheduler)
+    turn(sched, "t1", list(range(1, 200)), predicted_api_seconds=0.0)
+    assert sched.kv_pauses.num_pinned_blocks > 0
+    assert sched.reset_prefix_cache()
+    assert sched.kv_pauses.num_pinned_blocks == 0 and free(sched) == total(sched)

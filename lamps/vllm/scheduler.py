@@ -313,6 +313,11 @@ class _LampsMixin(SchedulerHooks):
             self._log.maybe_log(self._clock(), self._queues_summary(), force=True)
         return outputs
 
+    def reset_prefix_cache(self, *args: Any, **kwargs: Any) -> bool:
+        # vLLM refuses to reset while any block is in use: parked turns' pins must go first.
+        self._sessions.release_all_pins()
+        return super().reset_prefix_cache(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
     def make_stats(self, *args: Any, **kwargs: Any) -> Any:
         stats = super().make_stats(*args, **kwargs)  # type: ignore[misc]
         if stats is not None:

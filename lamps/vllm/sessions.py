@@ -224,6 +224,17 @@ class SessionParking:
         self._unpin(victim, Strategy.DISCARD)
         return True
 
+    def release_all_pins(self) -> int:
+        """Give back every pinned turn (they stay parked, in the prefix cache); returns them."""
+        released = 0
+        for sid, session in self._sessions.items():
+            parked = session.parked
+            if parked is not None and parked.strategy == Strategy.PRESERVE:
+                self._unpin(parked, Strategy.DISCARD)
+                self._in_cache[sid] = parked
+                released += 1
+        return released
+
     def end(self, session_id: str) -> None:
         """End a session: drop its parked turn and its history."""
         session = self._sessions.pop(session_id, None)
