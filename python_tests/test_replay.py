@@ -67,7 +67,9 @@ class _Watched(SimEngine):
 def runs(arrivals: list[Arrival], config: ReplayConfig) -> dict[str, _Watched]:
     engines = {}
     for name in POLICY_NAMES:
-        policy = make_policy(name, noise=config.noise, seed=config.seed, cost_model=GPTJ.cost_model)
+        policy = make_policy(
+            name, noise=config.noise, seed=config.seed, cost_config=GPTJ.scheduler_cost_config()
+        )
         engine = _Watched(SMALL, policy, arrivals, kv_bin_seconds=2.0)
         engine.result = engine.run()  # type: ignore[attr-defined]
         engines[name] = engine
@@ -154,7 +156,9 @@ def _one_pause_workload(api_seconds: float) -> list[Arrival]:
 @pytest.mark.parametrize("api_seconds", [30.0, 0.0005])
 def test_infercept_discards_when_discard_waste_is_lower(api_seconds: float) -> None:
     arrivals = _one_pause_workload(api_seconds)
-    engine = SimEngine(GPTJ, make_policy("infercept", cost_model=GPTJ.cost_model), arrivals)
+    engine = SimEngine(
+        GPTJ, make_policy("infercept", cost_config=GPTJ.scheduler_cost_config()), arrivals
+    )
     result = engine.run()
     stats = result.policy_stats
     cost = CostModel.profile("gptj-6b-a100")
@@ -190,8 +194,8 @@ def test_lamps_policies_use_the_plugin(runs: dict[str, _Watched]) -> None:
 
 
 def test_noise_only_changes_the_hints(arrivals: list[Arrival]) -> None:
-    exact = make_policy("lamps-oracle", noise=0.6, cost_model=GPTJ.cost_model)
-    noisy = make_policy("lamps", noise=0.6, seed=1, cost_model=GPTJ.cost_model)
+    exact = make_policy("lamps-oracle", noise=0.6, cost_config=GPTJ.scheduler_cost_config())
+    noisy = make_policy("lamps", noise=0.6, seed=1, cost_config=GPTJ.scheduler_cost_config())
     a = arrivals[0]
     truth = exact.hints(a, 0)
     assert truth["predicted_output_tokens"] == a.request.segments[0].output_tokens
@@ -234,7 +238,7 @@ def test_replay_config_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="unknown profile"):
         ReplayConfig(profile="x")
     with pytest.raises(ValueError, match="nothing to replay"):
-        SimEngine(GPTJ, make_policy("vllm", cost_model=GPTJ.cost_model), [])
+        SimEngine(GPTJ, make_policy("vllm", cost_config=GPTJ.scheduler_cost_config()), [])
 
 
 def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
