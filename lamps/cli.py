@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # vLLM logs at INFO on import and warns once per scheduler built; the table is the output
     # here (`lamps replay --vllm-logs` shows them).
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if "--vllm-logs" in argv else "ERROR")
+    os.environ["LAMPS_VLLM_LOGS"] = "1" if "--vllm-logs" in argv else "0"
+    import lamps.replay  # noqa: F401  (quiets vLLM's loggers before vLLM is imported)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

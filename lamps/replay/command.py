@@ -117,6 +117,13 @@ def add_replay_parser(sub: Any) -> None:
     )
     r.add_argument("--slo-ttft-p99", type=float, default=None, help="knee SLO, s (default 2)")
     r.add_argument(
+        "--stop-past",
+        type=float,
+        default=30.0,
+        help="skip a policy's higher rates once its steady P99 TTFT exceeds this many seconds "
+        "(default 30, 15x the SLO; 0: run every rate)",
+    )
+    r.add_argument(
         "--noise",
         type=float,
         default=0.0,
@@ -191,6 +198,7 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         warmup=args.warmup,
         cutoff=args.cutoff,
         drain=args.drain,
+        stop_past=args.stop_past or None,
     )
     if args.trace:
         workload = load_trace(args.trace)
@@ -222,15 +230,22 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         rows = run_real(workload, config, progress_stream=sys.stderr)
     else:
         total = len(config.policies) * len(config.qps) * len(config.seed_list)
+        shown = [0]
 
         def progress(done: list[dict[str, Any]]) -> None:
-            last = done[-1]
-            print(
-                f"  [{len(done)}/{total}] {last['policy']} @ {last['qps']:g} req/s seed "
-                f"{last['seed']}: P99 TTFT {last['steady_ttft_p99']:.3g} s "
-                f"({last['wall_seconds']:.0f} s wall)",
-                file=sys.stderr,
-            )
+            for row in done[shown[0] :]:
+                ran = "skipped" not in row
+                print(
+                    f"  [{done.index(row) + 1}/{total}] {row['policy']} @ {row['qps']:g} req/s "
+                    f"seed {row['seed']}: "
+                    + (
+                        f"P99 TTFT {row['steady_ttft_p99']:.3g} s ({row['wall_seconds']:.0f} s)"
+                        if ran
+                        else "skipped (past saturation)"
+                    ),
+                    file=sys.stderr,
+                )
+            shown[0] = len(done)
             write_results(done, out, **header)  # an interrupted replay keeps what it has
 
         rows = run_all(source, config, jobs=args.jobs, on_row=progress)

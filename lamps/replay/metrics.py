@@ -61,7 +61,11 @@ class SteadyWindow:
 
 
 def _pct(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q)) if values.size else math.nan
+    """Percentile; with infinite values (never served) the next higher sample, not nan."""
+    if not values.size:
+        return math.nan
+    method = "higher" if np.isinf(values).any() else "linear"
+    return float(np.percentile(values, q, method=method))
 
 
 def recomputed_tokens(rec: RequestRecord) -> int:

@@ -37,7 +37,8 @@ class ReplayConfig:
     seeds: tuple[int, ...] = ()
     warmup: float = 0.1
     cutoff: float = 0.8
-    drain: float = 3.0
+    drain: float = 2.0
+    stop_past: float | None = None  # skip a policy's higher rates once its P99 TTFT passes this
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -154,15 +155,40 @@ def _run_job(args: tuple[Workload, ReplayConfig, str, float]) -> dict[str, Any]:
     return run_one(workload, config, policy, qps, arrivals)
 
 
-def jobs_of(config: ReplayConfig) -> list[tuple[ReplayConfig, str, float]]:
-    """Every (single-seed config, policy, rate) of a replay, heaviest rates first."""
-    combos = [
-        (replace(config, seed=s, seeds=()), p, q)
-        for q in sorted(config.qps, reverse=True)
+def jobs_of(config: ReplayConfig) -> list[tuple[ReplayConfig, str, tuple[float, ...]]]:
+    """Every (single-seed config, policy, rates) chain of a replay; a chain runs its rates in
+    ascending order (so it can stop once the policy is past saturation)."""
+    rates = tuple(sorted(config.qps))
+    return [
+        (replace(config, seed=s, seeds=()), p, rates)
         for s in config.seed_list
         for p in config.policies
     ]
-    return combos
+
+
+def saturated_row(policy: str, qps: float, config: ReplayConfig, workload: str) -> dict[str, Any]:
+    """The row of a rate not run because the policy was already past saturation below it."""
+    return {
+        "policy": policy,
+        "qps": qps,
+        "seed": config.seed,
+        "workload": workload,
+        "skipped": "past saturation at a lower rate",
+        "steady_ttft_p99": math.inf,
+        "steady_normalized_latency_mean": math.inf,
+    }
+
+
+def _run_chain(args: tuple[Workload, ReplayConfig, str, tuple[float, ...]]) -> list[dict[str, Any]]:
+    workload, config, policy, rates = args
+    rows: list[dict[str, Any]] = []
+    for i, qps in enumerate(rates):
+        row = _run_job((workload, config, policy, qps))
+        rows.append(row)
+        if config.stop_past is not None and not row["steady_ttft_p99"] <= config.stop_past:
+            rows += [saturated_row(policy, q, config, workload.name) for q in rates[i + 1 :]]
+            break
+    return rows
 
 
 def run_all(
@@ -174,7 +200,7 @@ def run_all(
 ) -> list[dict[str, Any]]:
     """All (policy, rate, seed) rows; ``workload`` may depend on the seed (a synthetic one).
 
-    ``on_row(rows_so_far)`` is told of each finished run."""
+    ``on_row(rows_so_far)`` is told of each finished chain (a policy's rates for one seed)."""
     _import_everything()
     combos = jobs_of(config)
 
@@ -183,9 +209,8 @@ def run_all(
 
     rows: list[dict[str, Any]] = []
     if jobs <= 1:
-        for cfg, p, q in combos:
-            w = load(cfg.seed)
-            rows.append(_run_job((w, cfg, p, q)))
+        for cfg, p, rates in combos:
+            rows += _run_chain((load(cfg.seed), cfg, p, rates))
             if on_row:
                 on_row(rows)
         return rows
@@ -193,9 +218,9 @@ def run_all(
     with cf.ProcessPoolExecutor(
         max_workers=jobs, mp_context=ctx, initializer=_import_everything
     ) as pool:
-        futures = [pool.submit(_run_job, (load(cfg.seed), cfg, p, q)) for cfg, p, q in combos]
+        futures = [pool.submit(_run_chain, (load(c.seed), c, p, r)) for c, p, r in combos]
         for fut in cf.as_completed(futures):
-            rows.append(fut.result())
+            rows += fut.result()
             if on_row:
                 on_row(rows)
     return rows
