@@ -67,7 +67,8 @@ def add_replay_parser(sub: Any) -> None:
     src.add_argument(
         "--synthetic",
         action="store_true",
-        help="generate the six-type mixture from shipped statistics (default; one per seed)",
+        help="generate the six-type mixture from shipped statistics (one per seed); "
+        "default: --trace builtin:infercept-multi-api",
     )
     r.add_argument("--synthetic-requests", type=int, default=397)
     r.add_argument(
@@ -200,8 +201,8 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         drain=args.drain,
         stop_past=args.stop_past or None,
     )
-    if args.trace:
-        workload = load_trace(args.trace)
+    if not args.synthetic:
+        workload = load_trace(args.trace or "builtin:infercept-multi-api")
         source: Any = workload
     else:
         workload = synthetic_workload(args.synthetic_requests, seed=seeds[0])
@@ -210,7 +211,8 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     slo = args.slo_ttft_p99 or DEFAULT_SLO_TTFT_P99
     started = time.perf_counter()
     print(
-        f"lamps replay: {workload.name if args.trace else 'synthetic'} (engine={args.engine}, "
+        f"lamps replay: {workload.name if not args.synthetic else 'synthetic'} "
+        f"(engine={args.engine}, "
         f"profile={config.profile}, settings={config.engine}, hidden={config.hidden_fraction:g}), "
         f"policies={','.join(config.policies)}, qps={','.join(f'{q:g}' for q in config.qps)}, "
         f"duration={config.duration:g}s, seeds={','.join(map(str, config.seed_list))}\n"
