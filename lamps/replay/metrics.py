@@ -186,11 +186,21 @@ def summarize(
     return row
 
 
+def compact(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with the KV-usage time series kept for the lowest seed only (file size)."""
+    seeds = [r.get("seed", 0) for r in rows]
+    first = min(seeds) if seeds else 0
+    return [
+        r if r.get("seed", 0) == first else {k: v for k, v in r.items() if k != "kv_usage"}
+        for r in rows
+    ]
+
+
 def write_results(rows: Sequence[dict[str, Any]], out_dir: Path, **header: Any) -> Path:
-    """Writes DIR/results.json: ``{"provenance": ..., ..., "rows": [...]}``."""
+    """Writes DIR/results.json: ``{"provenance": ..., ..., "rows": [...]}`` (``compact``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
-    path.write_text(json.dumps({**header, "rows": list(rows)}, indent=1) + "\n")
+    path.write_text(json.dumps({**header, "rows": compact(rows)}, indent=1) + "\n")
     return path
 
 
