@@ -1,28 +1,52 @@
-"""The scheduling policies a replay compares; each names a vLLM scheduler class and its inputs."""
+"""The scheduling policies a replay compares, in a registry: name -> scheduler class, inputs.
+
+Each policy owns its scheduler class, its configuration (``additional_config``), the hints
+its requests carry (with its own prediction noise) and its API mode (``session``: a paused
+streaming session; ``stateless``: every turn a new request, as over the OpenAI API). To add
+one, subclass ``ReplayPolicy`` and call ``register`` with a factory and the source it follows;
+``lamps replay --help`` and the README list the registry.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from lamps.workloads import Arrival
 
-POLICY_NAMES = ("vllm", "vllm-preserve", "infercept", "lamps", "lamps-oracle", "lamps-no-rank")
+ApiMode = Literal["session", "stateless"]
+API_MODES: tuple[ApiMode, ...] = ("session", "stateless")
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy factory is given: the scheduler cost model's config, noise, seed."""
+
+    cost_config: dict[str, Any]
+    noise: float = 0.0
+    seed: int = 0
 
 
 class ReplayPolicy:
     """Base: vLLM's own Scheduler with streaming sessions (API calls preserve the KV cache)."""
 
     name = "vllm-preserve"
-    sessions = True
+    api_mode: ApiMode = "session"
     queue_policy = "fcfs"
     swap = False
+    noisy = False  # whether --noise applies to its predictions
 
     def __init__(self) -> None:
         self.scheduler: Scheduler | None = None
+
+    @property
+    def sessions(self) -> bool:
+        """Whether API calls pause a session (False: every turn is a new request)."""
+        return self.api_mode == "session"
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
@@ -57,7 +81,7 @@ class VllmPolicy(ReplayPolicy):
     """Stock vLLM: an API call ends the request; the continuation re-enters FCFS at the back."""
 
     name = "vllm"
-    sessions = False
+    api_mode: ApiMode = "stateless"
 
 
 class VllmPreservePolicy(ReplayPolicy):
@@ -73,9 +97,9 @@ class InferCeptPolicy(ReplayPolicy):
     queue_policy = "priority"
     swap = True
 
-    def __init__(self, cost_model: str) -> None:
+    def __init__(self, cost_config: dict[str, Any]) -> None:
         super().__init__()
-        self.cost_model = cost_model
+        self.cost_config = cost_config
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
@@ -84,7 +108,7 @@ class InferCeptPolicy(ReplayPolicy):
         return InferCeptScheduler
 
     def additional_config(self) -> dict[str, Any]:
-        return {"infercept": {"profile": self.cost_model}}
+        return {"infercept": dict(self.cost_config)}
 
     def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
         super().attach(scheduler, clock)
@@ -110,20 +134,21 @@ class LampsPolicy(ReplayPolicy):
     def __init__(
         self,
         name: str,
+        cost_config: dict[str, Any],
         *,
         noise: float = 0.0,
         ranking: bool = True,
         seed: int = 0,
-        cost_model: str = "gptj-6b-a100",
     ) -> None:
         super().__init__()
         if not (noise >= 0 and np.isfinite(noise)):
             raise ValueError(f"noise must be finite and >= 0, got {noise}")
         self.name = name
         self.noise = noise
+        self.noisy = noise > 0
         self.ranking = ranking
         self.seed = seed
-        self.cost_model = cost_model
+        self.cost_config = cost_config
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
@@ -133,9 +158,7 @@ class LampsPolicy(ReplayPolicy):
 
     def additional_config(self) -> dict[str, Any]:
         # The periodic log line is for live servers; a replay reports its own table.
-        return {
-            "lamps": {"profile": self.cost_model, "ranking": self.ranking, "log_interval_s": 0.0}
-        }
+        return {"lamps": {**self.cost_config, "ranking": self.ranking, "log_interval_s": 0.0}}
 
     def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
         super().attach(scheduler, clock)
@@ -162,20 +185,90 @@ class LampsPolicy(ReplayPolicy):
         return dict(self.scheduler.lamps_stats.as_dict())  # type: ignore[union-attr]
 
 
+@dataclass(frozen=True)
+class PolicySpec:
+    """A registered policy: how to build it and what it follows."""
+
+    name: str
+    factory: Callable[[PolicyContext], ReplayPolicy]
+    source: str
+    noisy: bool = False
+
+
+REGISTRY: dict[str, PolicySpec] = {}
+
+
+def register(
+    name: str, factory: Callable[[PolicyContext], ReplayPolicy], source: str, *, noisy: bool = False
+) -> None:
+    """Adds a policy to the registry (``noisy``: it takes ``--noise`` on its predictions)."""
+    if name in REGISTRY:
+        raise ValueError(f"policy {name!r} is already registered")
+    REGISTRY[name] = PolicySpec(name, factory, source, noisy)
+
+
+register(
+    "vllm",
+    lambda c: VllmPolicy(),
+    "vLLM 0.32 as shipped: each API call ends the request; the continuation is a new request "
+    "at the back of FCFS (stateless API mode)",
+)
+register(
+    "vllm-preserve",
+    lambda c: VllmPreservePolicy(),
+    "vLLM 0.32 streaming-input sessions: every paused session keeps its KV on the GPU, FCFS",
+)
+register(
+    "infercept",
+    lambda c: InferCeptPolicy(c.cost_config),
+    "this project's InferCept (lamps/baselines/infercept.py): per-step discard when W_d < W_p "
+    "on the remaining call time, budgeted swap, FCFS by original arrival, exact API times",
+)
+register(
+    "lamps",
+    lambda c: LampsPolicy("lamps", c.cost_config, noise=c.noise, seed=c.seed),
+    "LAMPS (arXiv 2410.18248) as this package implements it, trace predictions plus --noise",
+    noisy=True,
+)
+register(
+    "lamps-oracle",
+    lambda c: LampsPolicy("lamps-oracle", c.cost_config, seed=c.seed),
+    "LAMPS with exact predictions",
+)
+register(
+    "lamps-no-rank",
+    lambda c: LampsPolicy(
+        "lamps-no-rank", c.cost_config, noise=c.noise, ranking=False, seed=c.seed
+    ),
+    "LAMPS's strategy choice only, FCFS order (the paper's ablation), with --noise",
+    noisy=True,
+)
+
+
+def policy_names() -> tuple[str, ...]:
+    """Every registered policy, in registration order."""
+    return tuple(REGISTRY)
+
+
+POLICY_NAMES = policy_names()
+"""The policies registered here (others may register more: use ``policy_names()``)."""
+
+
 def make_policy(
-    name: str, *, noise: float = 0.0, seed: int = 0, cost_model: str = "gptj-6b-a100"
+    name: str,
+    *,
+    noise: float = 0.0,
+    seed: int = 0,
+    cost_config: dict[str, Any] | None = None,
 ) -> ReplayPolicy:
-    """The policy called ``name`` (one of POLICY_NAMES); ``cost_model``: a CostModel profile."""
-    if name == "vllm":
-        return VllmPolicy()
-    if name == "vllm-preserve":
-        return VllmPreservePolicy()
-    if name == "infercept":
-        return InferCeptPolicy(cost_model)
-    if name == "lamps":
-        return LampsPolicy(name, noise=noise, seed=seed, cost_model=cost_model)
-    if name == "lamps-oracle":
-        return LampsPolicy(name, noise=0.0, seed=seed, cost_model=cost_model)
-    if name == "lamps-no-rank":
-        return LampsPolicy(name, noise=noise, ranking=False, seed=seed, cost_model=cost_model)
-    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+    """The policy called ``name``; ``cost_config``: ``{"profile": NAME}`` or ``{"cost_model":
+    {...}}`` for the schedulers' own cost model (default: GPT-J-6B on an A100)."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(policy_names())}")
+    return spec.factory(PolicyContext(cost_config or {"profile": "gptj-6b-a100"}, noise, seed))
+
+
+def describe_policies() -> str:
+    """One line per registered policy with its source (for --help and the README)."""
+    return "\n".join(f"  {s.name}: {s.source}" for s in REGISTRY.values())

@@ -110,6 +110,10 @@ class SimulatedSwapWorker:
         ends = [link[0].end for link in self._links.values() if link]
         return min(ends) if ends else None
 
+    def busy_until(self) -> float:
+        """When both links will have ended every copy started so far."""
+        return max(self._link_free.values())
+
     @property
     def num_in_flight(self) -> int:
         """Copies started and not yet reported."""
