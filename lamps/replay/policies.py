@@ -185,6 +185,22 @@ class LampsPolicy(ReplayPolicy):
         return dict(self.scheduler.lamps_stats.as_dict())  # type: ignore[union-attr]
 
 
+class LampsStatelessPolicy(LampsPolicy):
+    """LAMPS over the OpenAI API: every turn a new request of its session (`session_id`).
+
+    The finished turn is parked until the session's next request (`lamps.vllm.sessions`); the
+    last turn says `session_end`, as a client ending its session does.
+    """
+
+    api_mode: ApiMode = "stateless"
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        hints = super().hints(arrival, segment)
+        if hints is not None and segment == len(arrival.request.segments) - 1:
+            hints["session_end"] = True
+        return hints
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """A registered policy: how to build it and what it follows."""
@@ -241,6 +257,14 @@ register(
         "lamps-no-rank", c.cost_config, noise=c.noise, ranking=False, seed=c.seed
     ),
     "LAMPS's strategy choice only, FCFS order (the paper's ablation), with --noise",
+    noisy=True,
+)
+
+register(
+    "lamps-stateless",
+    lambda c: LampsStatelessPolicy("lamps-stateless", c.cost_config, noise=c.noise, seed=c.seed),
+    "LAMPS over the OpenAI API (stateless API mode): the gap between a session's requests is "
+    "an API pause, its turn pinned, left to the prefix cache or swapped (lamps.vllm.sessions)",
     noisy=True,
 )
 
