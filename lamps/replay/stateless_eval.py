@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from lamps.replay.provenance import provenance, require_clean
 from lamps.replay.records import RequestRecord
 from lamps.replay.runner import ReplayConfig, quiet_vllm_logs, run_one
 from lamps.replay.stats import interval
@@ -132,7 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile", default="llama31-8b-h100")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("replay-results/stateless"))
+    p.add_argument("--allow-dirty", action="store_true", help="run on uncommitted changes")
     a = p.parse_args(argv)
+    prov = provenance()
+    require_clean(prov, a.allow_dirty)
     lo, _, hi = a.seeds.partition("-")
     seeds = range(int(lo), int(hi or lo) + 1)
     points = [(pol, float(q), s, a.duration, a.profile) for q in a.qps.split(",")
@@ -140,8 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     with cf.ProcessPoolExecutor(a.jobs) as pool:
         rows = list(pool.map(run_point, points))
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
-    text = table(rows)
+    header = {"provenance": prov.as_dict(), "command": vars(a)}
+    (a.out / "results.json").write_text(json.dumps({**header, "rows": rows}, indent=1, default=str))
+    text = prov.banner() + "\n\n" + table(rows)
     (a.out / "table.md").write_text(text + "\n")
     print(text)
 
