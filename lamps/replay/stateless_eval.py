@@ -76,13 +76,13 @@ class _Collected:
         self.recovered.append(recovered_tokens(rec))
 
 
-def run_point(args: tuple[str, float, int, float, str]) -> dict[str, Any]:
+def run_point(args: tuple[str, float, int, float, str, float]) -> dict[str, Any]:
     """One (policy, rate, seed): per-turn and per-program figures of the finished programs."""
-    policy, qps, seed, duration, profile = args
+    policy, qps, seed, duration, profile, noise = args
     quiet_vllm_logs()
     workload = load_trace("builtin:agent")
     config = ReplayConfig(policies=(policy,), qps=(qps,), duration=duration, profile=profile,
-                          seed=seed, drain=3.0)  # fmt: skip
+                          seed=seed, drain=3.0, noise=noise)  # fmt: skip
     arrivals = poisson_arrivals(workload, qps, duration, seed)
     got = _Collected()
     row = run_one(workload, config, policy, qps, arrivals,
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0-2")
     p.add_argument("--duration", type=float, default=300.0)
     p.add_argument("--profile", default="llama31-8b-h100")
+    p.add_argument("--noise", type=float, default=0.6, help="relative noise on LAMPS' hints")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("replay-results/stateless"))
     p.add_argument("--allow-dirty", action="store_true", help="run on uncommitted changes")
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     require_clean(prov, a.allow_dirty)
     lo, _, hi = a.seeds.partition("-")
     seeds = range(int(lo), int(hi or lo) + 1)
-    points = [(pol, float(q), s, a.duration, a.profile) for q in a.qps.split(",")
+    points = [(pol, float(q), s, a.duration, a.profile, a.noise) for q in a.qps.split(",")
               for pol in a.policies.split(",") for s in seeds]  # fmt: skip
     with cf.ProcessPoolExecutor(a.jobs) as pool:
         rows = list(pool.map(run_point, points))
