@@ -105,9 +105,11 @@ class PauseController:
 
     def _release(self, request: Request, state: RequestState, strategy: Strategy) -> None:
         if strategy == Strategy.SWAP:
+            tokens = request.num_computed_tokens
             if self._pauses.swap(request):
                 state.strategy = Strategy.SWAP
                 self._stats.swapped += 1
+                self._stats.swapped_bytes += int(tokens * self._cost.kv_bytes_per_token)
                 return
             self._stats.swap_fallbacks += 1
             if not self._pauses.can_swap and not self._swap_warned:

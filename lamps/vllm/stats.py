@@ -92,7 +92,9 @@ class LampsStats:
     sessions_ended: int = _stat(
         "sessions_ended", "sessions ended by a hint, an abort or the idle timeout"
     )
-    swapped_bytes: int = _stat("swapped_bytes", "KV bytes handed to a swap path (pauses, turns)")
+    swapped_bytes: int = _stat(
+        "swapped_bytes", "KV bytes handed to a swap path (pauses, turns; cost model's bytes/token)"
+    )
     promotions: int = _stat("promotions", "starvation promotions")
     ranking_seconds: float = _stat(
         "ranking_ms", "seconds of LAMPS bookkeeping before the steps", scale=1e3, fmt=".2f",
