@@ -78,7 +78,9 @@ class Agent:
         xargs = as_vllm_xargs(
             tool="search",
             predicted_output_tokens=OUTPUT_TOKENS,
-            predicted_api_seconds=0.3,
+            # The "tool" is the other traffic's sweep, which takes seconds on a busy machine: a
+            # prediction far shorter would have LAMPS expect the turn back before it is evicted.
+            predicted_api_seconds=5.0,
             session_end=1 if last else None,
         )
         if self.index == BAD_AGENT and k == 0:

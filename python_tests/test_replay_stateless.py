@@ -13,7 +13,7 @@ from lamps.workloads import Arrival, TraceSegment, WorkloadRequest, load_trace
 
 
 def test_turn_latencies_and_recovered_tokens_from_a_record() -> None:
-    req = WorkloadRequest("r", 100, (TraceSegment(10, 2.0, 5), TraceSegment(4)), "bfcl")
+    req = WorkloadRequest("r", 100, (TraceSegment(10, 2.0, 5, True), TraceSegment(4)), "bfcl")
     rec = RequestRecord(Arrival(0, 1.0, req))
     rec.api_calls = [(3.0, 5.0)]
     rec.finish_time = 6.5

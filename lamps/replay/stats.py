@@ -85,7 +85,8 @@ def aggregate(
         agg: dict[str, Any] = dict(zip(by, key, strict=True))
         agg["seeds"] = sorted(r.get("seed", 0) for r in group)
         for k in keys:
-            agg[k] = interval(r[k] for r in group if k in r)
+            # A real-engine row reports what it cannot observe as None.
+            agg[k] = interval(r[k] for r in group if r.get(k) is not None)
         out.append(agg)
     out.sort(key=lambda r: tuple(r[b] for b in by))
     return out
