@@ -22,11 +22,17 @@ class SwapOutJob:
 
 @dataclass
 class SwapInJob:
-    """Load stored blocks [first_block, first_block + len(block_ids)) into `block_ids`."""
+    """Load stored blocks [first_block, first_block + len(block_ids)) into `block_ids`.
+
+    A load paced over several steps is sent as several jobs, in order, over consecutive stored
+    blocks; all but the last have `final` False. The request is reported in `finished_recving`
+    once, when its final job ends (or at once, when a part fails or the load is released).
+    """
 
     request_id: str
     block_ids: list[int]
     first_block: int
+    final: bool = True
 
 
 SwapJob = SwapOutJob | SwapInJob
