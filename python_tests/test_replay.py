@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from lamps import BatchState, CostModel, PausedRequest, infercept_should_discard
+from lamps.baselines.infercept_model import constants_for, discard_waste
 from lamps.replay.engine import RequestRecord, SimEngine
 from lamps.replay.metrics import REQUIRED_KEYS, read_rows, summarize, write_results
 from lamps.replay.policies import POLICY_NAMES, make_policy
@@ -146,32 +146,42 @@ def test_sessions_keep_one_request(runs: dict[str, _Watched]) -> None:
     assert row["recomputed_tokens"] < policy_rows["vllm"]["recomputed_tokens"]
 
 
-def _one_pause_workload(api_seconds: float) -> list[Arrival]:
-    paused = WorkloadRequest(
-        "paused", 1000, (TraceSegment(8, api_seconds, 12, True), TraceSegment(8)), "qa"
-    )
+def _two_pause_workload(api_seconds: float) -> list[Arrival]:
+    def paused(name: str, prompt: int) -> WorkloadRequest:
+        return WorkloadRequest(
+            name, prompt, (TraceSegment(8, api_seconds, 12, True), TraceSegment(8)), "qa"
+        )
+
     busy = WorkloadRequest("busy", 300, (TraceSegment(400),), "math")
-    return [Arrival(0, 0.0, paused), Arrival(1, 0.01, busy), Arrival(2, 0.02, busy)]
+    return [
+        Arrival(0, 0.0, paused("paused", 1000)),
+        Arrival(1, 0.0, paused("small", 600)),
+        Arrival(2, 0.01, busy),
+        Arrival(3, 0.02, busy),
+    ]
 
 
 @pytest.mark.parametrize("api_seconds", [30.0, 0.0005])
-def test_infercept_discards_when_discard_waste_is_lower(api_seconds: float) -> None:
-    arrivals = _one_pause_workload(api_seconds)
+def test_infercept_discards_all_candidates_but_the_costliest(api_seconds: float) -> None:
+    arrivals = _two_pause_workload(api_seconds)
     engine = SimEngine(
         GPTJ, make_policy("infercept", cost_config=GPTJ.scheduler_cost_config()), arrivals
     )
     result = engine.run()
     stats = result.policy_stats
-    cost = CostModel.profile("gptj-6b-a100")
-    # At the pause: ~1,007 context tokens, two decoding requests beside it.
-    batch = BatchState(2.0, 2 * 310.0)
-    expect = infercept_should_discard(PausedRequest(1007.0, 0.0, api_seconds), batch, cost)
-    assert expect == (api_seconds > 1)
-    assert stats["pauses"] == 1
-    assert stats["discarded"] == int(expect)
-    rec = result.records[0]
-    assert rec.finished and rec.output_tokens == 16
-    if expect:
+    # At the pauses: ~1,007 and ~607 context tokens, two decoding requests beside them. Both
+    # are discard candidates for a long call (w_d < w_p, InferCept's formulas); only the
+    # cheaper is discarded, the costlier stays preserved as the eviction victim.
+    k = constants_for(GPTJ.cost_model)
+    running = 2 * 312
+    candidates = [
+        discard_waste(tokens, 2, running, k) < api_seconds * tokens for tokens in (1008, 608)
+    ]
+    assert candidates == [api_seconds > 1] * 2
+    assert stats["pauses"] == 2
+    assert stats["discarded"] == int(api_seconds > 1)
+    assert all(rec.finished and rec.output_tokens == 16 for rec in result.records[:2])
+    if api_seconds > 1:
         # Recomputed on resume, minus what the prefix cache still held.
         assert stats["prefix_hit_tokens"] > 0
 

@@ -164,8 +164,6 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from lamps.workloads import load_trace, synthetic_workload
 
     _quiet_vllm(args.vllm_logs)
-    prov = provenance()
-    require_clean(prov, args.allow_dirty)
     real = args.engine == "real"
     policies = args.policies
     if policies is None:
@@ -201,6 +199,8 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         drain=args.drain,
         stop_past=args.stop_past or None,
     )
+    prov = provenance()  # after the options are known good: their errors come first
+    require_clean(prov, args.allow_dirty)
     if not args.synthetic:
         workload = load_trace(args.trace or "builtin:infercept-multi-api")
         source: Any = workload

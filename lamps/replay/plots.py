@@ -63,14 +63,17 @@ def plot_latency(
 
 def plot_kv_usage(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """KV-cache usage over virtual time (first seed), one panel per rate, a line per policy."""
+    rows = [r for r in rows if "kv_usage" in r]  # skipped rates and later seeds have none
     rates = sorted({r["qps"] for r in rows})
-    seed = min(r.get("seed", 0) for r in rows)
-    fig, axes = plt.subplots(1, len(rates), figsize=(4.2 * len(rates), 3.4), squeeze=False)
+    seed = min((r.get("seed", 0) for r in rows), default=0)
+    fig, axes = plt.subplots(
+        1, max(len(rates), 1), figsize=(4.2 * max(len(rates), 1), 3.4), squeeze=False
+    )
     for ax, qps in zip(axes[0], rates, strict=True):
         for row in (r for r in rows if r["qps"] == qps and r.get("seed", 0) == seed):
             series = row["kv_usage"]
             ax.plot([p[0] for p in series], [p[1] for p in series], label=row["policy"], lw=1)
-        ax.set_title(f"{qps:g} requests/s, seed {seed}")
+        ax.set_title(f"{qps:g} requests/s, seed {seed}", fontsize=9)
         ax.set_xlabel("virtual time (s)")
         ax.set_ylabel("KV cache usage")
         ax.set_ylim(0, 1.02)
@@ -91,3 +94,25 @@ def write_plots(
         plot_latency(rows, out_dir / "latency.png", slo=slo, banner=banner),
         plot_kv_usage(rows, out_dir / "kv_usage.png"),
     ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lamps.replay.plots DIR``: (re)draws DIR's plots from its results.json."""
+    import json
+    import sys
+
+    from lamps.replay.metrics import read_rows
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = Path(args[0])
+    data = json.loads((out / "results.json").read_text())
+    prov = data.get("provenance") or {}
+    banner = f"results of commit {str(prov.get('commit'))[:12]}" + (
+        " DIRTY" if prov.get("dirty") else ""
+    )
+    write_plots(read_rows(out / "results.json"), out, slo=data.get("slo_ttft_p99"), banner=banner)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

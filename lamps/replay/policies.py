@@ -91,18 +91,27 @@ class VllmPreservePolicy(ReplayPolicy):
 
 
 class InferCeptPolicy(ReplayPolicy):
-    """InferCept: FCFS by original arrival, per-iteration discard/swap of paused sessions."""
+    """InferCept as its code does it (`lamps.baselines.infercept`): FCFS by original arrival,
+    per-iteration discards, passive budgeted swap under memory pressure; ``paper``: as its
+    paper describes it (`lamps.baselines.infercept_paper`)."""
 
     name = "infercept"
     queue_policy = "priority"
     swap = True
 
-    def __init__(self, cost_config: dict[str, Any]) -> None:
+    def __init__(self, cost_config: dict[str, Any], *, paper: bool = False) -> None:
         super().__init__()
         self.cost_config = cost_config
+        self.paper = paper
+        if paper:
+            self.name = "infercept-paper"
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
+        if self.paper:
+            from lamps.baselines.infercept_paper import InferCeptPaperScheduler
+
+            return InferCeptPaperScheduler
         from lamps.baselines.infercept import InferCeptScheduler
 
         return InferCeptScheduler
@@ -201,6 +210,83 @@ class LampsStatelessPolicy(LampsPolicy):
         return hints
 
 
+class LampsAuthorsPolicy(ReplayPolicy):
+    """LAMPS as its authors' code does it (`lamps.baselines.lamps_authors`), fed the trace's
+    values plus Gaussian noise as its benchmark adds it (`fixed_final_tput_bench_real.py`
+    118-119: `max(1e-9, api + N(0, noise * api))`, `max(1, out + N(0, noise * out))`)."""
+
+    name = "lamps-authors"
+    queue_policy = "priority"
+
+    def __init__(self, *, noise: float = 0.0, seed: int = 0, cost_config: dict[str, Any]) -> None:
+        super().__init__()
+        if not (noise >= 0 and np.isfinite(noise)):
+            raise ValueError(f"noise must be finite and >= 0, got {noise}")
+        self.noise, self.seed, self.cost_config = noise, seed, cost_config
+        self.noisy = noise > 0
+
+    @property
+    def scheduler_cls(self) -> type[Scheduler]:
+        from lamps.baselines.lamps_authors import LampsAuthorsScheduler
+
+        return LampsAuthorsScheduler
+
+    def additional_config(self) -> dict[str, Any]:
+        return {"lamps_authors": dict(self.cost_config)}
+
+    def resume_arrival_time(self, arrival: Arrival, now: float) -> float:
+        return arrival.time  # a resumed call keeps its sequence group's arrival (FCFS running)
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        seg = arrival.request.segments[segment]
+        rng = np.random.default_rng((self.seed, arrival.index, segment))
+        out, api = float(seg.output_tokens), seg.api_seconds if seg.has_api else 0.0
+        if self.noise:
+            out = max(1.0, out + float(rng.normal(0.0, self.noise * out)))
+            api = max(1e-9, api + float(rng.normal(0.0, self.noise * api))) if api else 0.0
+        return {
+            "predicted_output_tokens": max(1, round(out)),
+            "predicted_api_seconds": api,
+            "api_return_tokens": seg.return_tokens if seg.has_api else 0,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return self.scheduler.authors_stats()  # type: ignore[union-attr]
+
+
+class ContinuumPolicy(ReplayPolicy):
+    """Continuum (`lamps.baselines.continuum`) over the stateless API, as it is deployed: each
+    turn a new request carrying the whole context, the finished turn pinned for a TTL."""
+
+    api_mode: ApiMode = "stateless"
+    queue_policy = "fcfs"
+
+    def __init__(self, name: str, ttl: str, cost_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.name, self.ttl, self.cost_config = name, ttl, cost_config
+
+    @property
+    def scheduler_cls(self) -> type[Scheduler]:
+        from lamps.baselines.continuum import ContinuumScheduler
+
+        return ContinuumScheduler
+
+    def additional_config(self) -> dict[str, Any]:
+        return {"continuum": {"ttl": self.ttl, **self.cost_config}}
+
+    def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
+        super().attach(scheduler, clock)
+        scheduler.set_clock(clock)  # type: ignore[attr-defined]
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        # The program (Continuum's job id), its tool, and whether this is its last step.
+        last = segment == len(arrival.request.segments) - 1
+        return {"program": arrival.request_id, "tool": arrival.request.kind, "last": last}
+
+    def stats(self) -> dict[str, Any]:
+        return self.scheduler.continuum_stats()  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """A registered policy: how to build it and what it follows."""
@@ -239,6 +325,31 @@ register(
     lambda c: InferCeptPolicy(c.cost_config),
     "this project's InferCept (lamps/baselines/infercept.py): per-step discard when W_d < W_p "
     "on the remaining call time, budgeted swap, FCFS by original arrival, exact API times",
+)
+register(
+    "infercept-paper",
+    lambda c: InferCeptPolicy(c.cost_config, paper=True),
+    "InferCept as its paper describes it (lamps/baselines/infercept_paper.py): the swap budget "
+    "spent on the most wasteful pauses first, then min(W_p, W_d) for the rest",
+)
+register(
+    "lamps-authors",
+    lambda c: LampsAuthorsPolicy(noise=c.noise, seed=c.seed, cost_config=c.cost_config),
+    "LAMPS as its authors' code (mars-repository/mars-codebase) does it "
+    "(lamps/baselines/lamps_authors.py): preserve or discard, waiting+swapped ranked, "
+    "running FCFS, with --noise as its benchmark adds it",
+    noisy=True,
+)
+register(
+    "continuum",
+    lambda c: ContinuumPolicy("continuum", "paper", c.cost_config),
+    "Continuum (arXiv 2511.02230; lamps/baselines/continuum.py) over the stateless API: TTL "
+    "pins on tool calls chosen as its paper describes, program-level FCFS",
+)
+register(
+    "continuum-code",
+    lambda c: ContinuumPolicy("continuum-code", "code", c.cost_config),
+    "Continuum with the TTL rule of its code (Hanchenli/vllm-continuum)",
 )
 register(
     "lamps",
@@ -284,13 +395,17 @@ def make_policy(
     noise: float = 0.0,
     seed: int = 0,
     cost_config: dict[str, Any] | None = None,
+    cost_model: str | None = None,
 ) -> ReplayPolicy:
     """The policy called ``name``; ``cost_config``: ``{"profile": NAME}`` or ``{"cost_model":
-    {...}}`` for the schedulers' own cost model (default: GPT-J-6B on an A100)."""
+    {...}}`` for the schedulers' own cost model (``cost_model=NAME`` is short for a profile;
+    default: GPT-J-6B on an A100)."""
     spec = REGISTRY.get(name)
     if spec is None:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(policy_names())}")
-    return spec.factory(PolicyContext(cost_config or {"profile": "gptj-6b-a100"}, noise, seed))
+    if cost_config is None:
+        cost_config = {"profile": cost_model or "gptj-6b-a100"}
+    return spec.factory(PolicyContext(cost_config, noise, seed))
 
 
 def describe_policies() -> str:

@@ -102,8 +102,9 @@ def _engine_args(policy: ReplayPolicy, model_dir: Path, max_len: int) -> Any:
     extra: dict[str, Any] = {}
     scheduler_cls = None
     policy_name = "fcfs"
-    if policy.name == "infercept":
-        scheduler_cls = "lamps.baselines.infercept.InferCeptScheduler"
+    if policy.name in ("infercept", "infercept-paper"):
+        cls = policy.scheduler_cls
+        scheduler_cls = f"{cls.__module__}.{cls.__qualname__}"
         policy_name = "priority"
         extra = {"infercept": {"cost_model": TINY_COST}}
     elif isinstance(policy, LampsPolicy):

@@ -94,6 +94,7 @@ PRIVATE_MEMBERS: tuple[PrivateMember, ...] = (
     PrivateMember(Scheduler, "waiting", "write"),
     PrivateMember(Scheduler, "kv_holding_waiting", "write"),
     PrivateMember(Scheduler, "running", "write"),
+    PrivateMember(Scheduler, "max_num_scheduled_tokens", "write"),
     PrivateMember(Scheduler, "requests", "read"),
     PrivateMember(Scheduler, "policy", "write"),
     PrivateMember(Scheduler, "log_stats", "write"),
@@ -168,6 +169,13 @@ def release_kv(scheduler: Scheduler, request: Request) -> int:
         request.status = status
         request.num_preemptions = preemptions
     return held
+
+
+def preempt_running(scheduler: Scheduler, request: Request) -> None:
+    """Preempt a running request outside `schedule()` exactly as vLLM does inside it: taken off
+    the running list, its KV freed, re-queued as PREEMPTED (counted as a preemption)."""
+    scheduler.running.remove(request)
+    scheduler._preempt_request(request, time.monotonic())
 
 
 def enqueue_waiting(scheduler: Scheduler, request: Request) -> None:

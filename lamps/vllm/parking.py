@@ -5,13 +5,15 @@ a session waiting for its next input (`WAITING_FOR_STREAMING_REQ`) is exactly su
 and with hundreds of sessions in API calls that churn dominates a step. A parking queue keeps
 them aside: counted by `len()` and listed by iteration (vLLM's counts stay right), never
 returned by `peek_request()`/`pop_request()`, and queued again by `unpark()` when the input
-arrives. `ParkedSessions` is the parking lot; `ParkingPriorityQueue` is vLLM's priority queue
-with one (FCFS by arrival under equal priorities), for the baselines.
+arrives. `ParkedSessions` is the parking lot, `Parking` the queue behaviour over it;
+`ParkingPriorityQueue` is vLLM's priority queue with one (FCFS by arrival under equal
+priorities), for the baselines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from vllm.v1.core.sched.request_queue import PriorityRequestQueue
 from vllm.v1.request import Request, RequestStatus
@@ -49,12 +51,28 @@ class ParkedSessions:
         return iter(list(self._parked.values()))
 
 
-class ParkingPriorityQueue(PriorityRequestQueue):
-    """vLLM's priority queue (priority, then arrival) with paused sessions parked aside."""
+class Parking:
+    """Mixin for a vLLM `RequestQueue`: paused sessions parked aside, the rest queued.
 
-    def __init__(self) -> None:
-        super().__init__()
+    The queue underneath is reached through `_queue_add` and `_queue_remove` (ValueError when
+    absent), and it counts and lists only its own requests (`_queue_len`, `_queue_iter`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._parked = ParkedSessions()
+
+    def _queue_add(self, request: Request) -> None:
+        raise NotImplementedError
+
+    def _queue_remove(self, request: Request) -> None:
+        raise NotImplementedError
+
+    def _queue_len(self) -> int:
+        raise NotImplementedError
+
+    def _queue_iter(self) -> Iterator[Request]:
+        raise NotImplementedError
 
     @property
     def num_parked(self) -> int:
@@ -62,11 +80,67 @@ class ParkingPriorityQueue(PriorityRequestQueue):
         return len(self._parked)
 
     def add_request(self, request: Request) -> None:
-        """Park a paused session; queue anything else by (priority, arrival)."""
+        """Park a paused session; queue anything else."""
         if is_paused(request):
             self._parked.park(request)
         else:
-            super().add_request(request)
+            self._queue_add(request)
+
+    def remove_request(self, request: Request) -> None:
+        """Remove a queued or parked request (ValueError when absent)."""
+        if not self._parked.take(request):
+            self._queue_remove(request)
+
+    def remove_requests(self, requests: Iterable[Request]) -> None:
+        """Remove the given requests that are queued or parked here."""
+        for request in [r for r in requests if not self._parked.take(r)]:
+            self.discard(request)
+
+    def discard(self, request: Request) -> bool:
+        """Remove the request if it is here; False when it is not."""
+        if self._parked.take(request):
+            return True
+        try:
+            self._queue_remove(request)
+        except ValueError:
+            return False
+        return True
+
+    def unpark(self, request: Request) -> bool:
+        """Queue a parked session whose next input arrived; False if it was not parked here."""
+        if not self._parked.take(request):
+            return False
+        self._queue_add(request)
+        return True
+
+    def __len__(self) -> int:
+        return self._queue_len() + len(self._parked)
+
+    def __iter__(self) -> Iterator[Request]:
+        yield from self._queue_iter()
+        yield from self._parked
+
+
+class ParkingPriorityQueue(Parking, PriorityRequestQueue):
+    """vLLM's priority queue (priority, then arrival) with paused sessions parked aside."""
+
+    def _queue_add(self, request: Request) -> None:
+        PriorityRequestQueue.add_request(self, request)
+
+    def _queue_remove(self, request: Request) -> None:
+        PriorityRequestQueue.remove_request(self, request)
+
+    def _queue_len(self) -> int:
+        return PriorityRequestQueue.__len__(self)
+
+    def _queue_iter(self) -> Iterator[Request]:
+        return PriorityRequestQueue.__iter__(self)
+
+    def remove_requests(self, requests: Iterable[Request]) -> None:
+        """Remove the given requests that are queued or parked here (one heapify)."""
+        rest = [r for r in requests if not self._parked.take(r)]
+        if rest:
+            PriorityRequestQueue.remove_requests(self, rest)
 
     def prepend_request(self, request: Request) -> None:
         """Same as add_request: a priority queue has no front."""
@@ -76,38 +150,3 @@ class ParkingPriorityQueue(PriorityRequestQueue):
         """Same as add_request for each."""
         for request in requests:
             self.add_request(request)
-
-    def remove_request(self, request: Request) -> None:
-        """Remove a queued or parked request (ValueError when absent)."""
-        if not self._parked.take(request):
-            super().remove_request(request)
-
-    def remove_requests(self, requests: Iterable[Request]) -> None:
-        """Remove the given requests that are queued or parked here."""
-        rest = [r for r in requests if not self._parked.take(r)]
-        if rest:
-            super().remove_requests(rest)
-
-    def discard(self, request: Request) -> bool:
-        """Remove the request if it is here; False when it is not."""
-        if self._parked.take(request):
-            return True
-        try:
-            super().remove_request(request)
-        except ValueError:
-            return False
-        return True
-
-    def unpark(self, request: Request) -> bool:
-        """Queue a parked session whose next input arrived; False if it was not parked here."""
-        if not self._parked.take(request):
-            return False
-        super().add_request(request)
-        return True
-
-    def __len__(self) -> int:
-        return super().__len__() + len(self._parked)
-
-    def __iter__(self) -> Iterator[Request]:
-        yield from super().__iter__()
-        yield from self._parked

@@ -11,6 +11,12 @@ It also holds *pins*: references on KV blocks that no request owns any more (the
 turn of a stateless session waiting for its next request, the head of a partly swapped
 context), so the prefix cache keeps them until the pin is dropped; the next request that
 shares the prefix takes them over through vLLM's own prefix lookup.
+A *partial swap* (InferCept's passive swap from a victim's tail) hands the context to the
+LAMPS swap connector's host copy but keeps its first blocks on the GPU under a pin; the head
+can then be given up block by block from its end (`give_up_head`), as InferCept swaps more of
+a victim's tail in later iterations. At resume the prefix lookup finds what is still pinned,
+the connector loads the rest, and the pin is dropped at admission. Running requests can be
+swapped (or preempted) the same way.
 Policies (LAMPS, the baselines) decide what to do with a pause; they do it through here.
 """
 
@@ -24,7 +30,7 @@ from typing import Any
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.request import Request
 
-from lamps.vllm.compat import enqueue_waiting, release_kv
+from lamps.vllm.compat import enqueue_waiting, preempt_running, release_kv
 
 logger = logging.getLogger("vllm.lamps")
 
@@ -74,20 +80,67 @@ class KvPauses:
         """Free a paused session's KV; at resume the prefix cache gives back what survived."""
         self._release(request)
 
-    def swap(self, request: Request) -> bool:
+    def swap(self, request: Request, head_blocks: int = 0) -> bool:
         """Hand a paused session's KV to a host copy and free it on the GPU.
 
-        False (and nothing changed) when no swap path takes it: none configured, or the
-        LAMPS swap connector's host pool is full.
+        With `head_blocks`, the first `head_blocks` blocks also stay on the GPU under a pin (a
+        partial swap; the LAMPS swap connector only): the copy covers the whole context, so
+        the head can be given up later. False (and nothing changed) when no swap path takes
+        it: none configured, a partial swap without the LAMPS connector, or a full host pool.
         """
-        if self._swap_hook is not None:
-            # The connector takes its own reference on the blocks until its copy has read
-            # them, so they are freed right after as for a discard.
-            if not self._swap_hook(request):
-                return False
-        elif not self._offloading:
+        if not self._hand_over(request, head_blocks):
             return False
         self._release(request)
+        return True
+
+    def swap_running(self, request: Request, head_blocks: int = 0) -> bool:
+        """Swap a running request out (all of it, or all but `head_blocks` pinned blocks) and
+        preempt it as vLLM does; it loads its copy when readmitted. False: nothing changed."""
+        if not self._hand_over(request, head_blocks):
+            return False
+        self.preempt_running(request)
+        return True
+
+    def preempt_running(self, request: Request) -> None:
+        """Preempt a running request as vLLM does (its KV freed; it waits to be readmitted)."""
+        held = request.num_computed_tokens
+        preempt_running(self._sched, request)
+        self._frontiers[request.request_id] = held
+
+    def pinned_head(self, request_id: str) -> int:
+        """Blocks of a partially swapped request still pinned on the GPU."""
+        return len(self.pinned(_head_key(request_id)))
+
+    def give_up_head(self, request_id: str, blocks: int) -> int:
+        """Unpin the last `blocks` blocks of a partially swapped request's head (they are in
+        its host copy); returns how many were unpinned."""
+        return self.unpin_last(_head_key(request_id), blocks)
+
+    def drop_swap(self, request_id: str) -> bool:
+        """Give up a released request's host copy (and a partial swap's pinned head): it
+        recomputes at resume what the prefix cache lost. False when it had no droppable copy."""
+        drop = getattr(self._sched.connector, "lamps_drop_copy", None)
+        if drop is None or not drop(request_id):
+            return False
+        self.unpin(_head_key(request_id))
+        return True
+
+    def _hand_over(self, request: Request, head_blocks: int) -> bool:
+        """Give the request's KV (but a pinned head) to a host copy; False: nothing changed."""
+        if head_blocks <= 0:
+            if self._swap_hook is not None:
+                # The connector takes its own reference on the blocks until its copy has read
+                # them, so they are freed right after as for a discard.
+                return bool(self._swap_hook(request))
+            return self._offloading
+        if self._swap_hook is None:
+            return False
+        head = self.blocks_of(request, head_blocks * self._sched.block_size)
+        key = _head_key(request.request_id)
+        self.pin(key, head)
+        if not self._swap_hook(request):
+            self.unpin(key)
+            return False
         return True
 
     def _release(self, request: Request) -> None:
@@ -119,6 +172,8 @@ class KvPauses:
             frontier = self._frontiers.pop(request_id, None)
             if frontier is None:
                 continue
+            # A partial swap's head: the request holds its blocks again.
+            self.unpin(_head_key(request_id))
             restored = min(requests[request_id].num_computed_tokens, frontier)
             admitted.append(Admission(request_id, restored, frontier - restored))
         return admitted
@@ -126,6 +181,7 @@ class KvPauses:
     def forget(self, request_id: str) -> None:
         """Drop what is known of a freed request."""
         self._frontiers.pop(request_id, None)
+        self.unpin(_head_key(request_id))
 
     # ----- pins -------------------------------------------------------------------------------
 
@@ -155,6 +211,19 @@ class KvPauses:
         self._num_pinned -= len(held)
         return len(held)
 
+    def unpin_last(self, key: str, count: int) -> int:
+        """Drop the last `count` blocks of pin `key` (all of it if fewer); blocks released."""
+        held = self._pins.get(key)
+        if not held or count <= 0:
+            return 0
+        if count >= len(held):
+            return self.unpin(key)
+        released = held[-count:]
+        del held[-count:]
+        self._sched.kv_cache_manager.block_pool.free_blocks(reversed(released))
+        self._num_pinned -= count
+        return count
+
     def pinned(self, key: str) -> Sequence[Any]:
         """The blocks pin `key` holds (empty when none)."""
         return self._pins.get(key, ())
@@ -163,6 +232,11 @@ class KvPauses:
     def num_pinned_blocks(self) -> int:
         """Blocks held by pins (a block pinned twice counts twice)."""
         return self._num_pinned
+
+
+def _head_key(request_id: str) -> str:
+    """The pin holding a partially swapped request's head."""
+    return f"swap-head:{request_id}"
 
 
 def _admissions(scheduler_output: SchedulerOutput) -> Iterable[str]:

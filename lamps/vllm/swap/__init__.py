@@ -16,7 +16,8 @@ loads them back when they resume:
   `finished_recving` says its blocks are back; a failed load is recomputed
   (kv_load_failure_policy "recompute"), so nothing is lost.
 A full host pool, or a failed swap-out, falls back to Discard (recompute at resume) with a
-logged warning.
+logged warning. For InferCept's passive swap (`lamps.baselines`) loads may be paced over
+several steps (`lamps_pace_loads`) and a host copy may be given up (`lamps_drop_copy`).
 
 Parked turns of HTTP sessions (`lamps.vllm.sessions`) are swapped too: `lamps_park_turn(key,
 blocks, hashes)` copies a finished request's full blocks under a copy id of their own, and the
@@ -162,6 +163,18 @@ class LampsSwapConnector(KVConnectorBase_V1):
     def request_swap_out(self, request: Request) -> SwapOutDecision:
         """Queue a swap-out of the request's KV; on ACCEPTED the caller frees its blocks at once."""
         return self.scheduler_side.request_swap_out(request)
+
+    def lamps_drop_copy(self, request_id: str) -> bool:
+        """Give up a request's host copy (not one being loaded): it recomputes at resume."""
+        return self.scheduler_side.drop_copy(request_id)
+
+    def lamps_pending_free_blocks(self) -> int:
+        """GPU blocks that return to the pool when the copies reading them end."""
+        return self.scheduler_side.pending_free_blocks()
+
+    def lamps_pace_loads(self, tokens_per_step: int | None) -> None:
+        """Send at most `tokens_per_step` tokens of loads per step (None: whole loads)."""
+        self.scheduler_side.pace_loads(tokens_per_step)
 
     def swap_state(self, request_id: str) -> str | None:
         """ "queued", "saving", "saved", "loading", or None."""

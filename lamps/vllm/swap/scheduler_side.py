@@ -3,6 +3,10 @@
 A record lives from an accepted swap-out until its host copy is of no further use, and is
 removed on every path: loaded back, resumed from the device, failed copy, request finished or
 aborted in any state (an in-flight copy's record goes when the workers report it stopped).
+
+For InferCept's passive swap (`lamps.baselines`), loads may be *paced* (`pace_loads`): each
+step sends at most that many tokens of loads, so one request's load is split into several jobs
+over several steps (the last one `final`); and a host copy may be given up (`drop_copy`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ class _Record:
     ok_reports: int = 0
     failed_reports: int = 0
     finished: bool = False  # given up while a copy is in flight: dropped when it stops
+    load_blocks: list[int] = field(default_factory=list)  # paced load: device blocks left
+    load_next: int = 0  # paced load: next host-copy block to send
+    load_sent: bool = False  # paced load: a first part went to the workers
 
 
 class SchedulerSide:
@@ -86,6 +93,8 @@ class SchedulerSide:
         self.pending_release: list[str] = []
         self.pending_in: list[SwapInJob] = []
         self.in_tokens_this_step = 0
+        self.pace_in_tokens: int | None = None  # None: whole loads, else tokens per step
+        self.loading: deque[str] = deque()  # paced loads with parts still to send
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._manager: KVCacheManager | None = None
 
@@ -150,6 +159,36 @@ class SchedulerSide:
         self.queue.append(request_id)
         return SwapOutDecision.ACCEPTED
 
+    def drop_copy(self, request_id: str) -> bool:
+        """Give up a host copy (queued, being made or made) so the request recomputes instead.
+
+        False when there is none, or when it is being loaded (vLLM waits for that load).
+        """
+        record = self.records.get(request_id)
+        if record is None or record.finished or record.state == _State.LOADING:
+            return False
+        self._release(request_id, record)
+        return True
+
+    def pending_free_blocks(self) -> int:
+        """GPU blocks only the connector still holds: they return to the pool when their
+        copies have read them."""
+        return sum(
+            1
+            for record in self.records.values()
+            if record.state in (_State.QUEUED, _State.SAVING)
+            for block in record.held_blocks
+            if block.ref_cnt == 1
+        )
+
+    def pace_loads(self, tokens_per_step: int | None) -> None:
+        """Send at most `tokens_per_step` tokens of loads per step from now on (None: whole
+        loads, as by default). A load larger than that is split over several steps; a new load
+        always sends at least one block in its first step, so the workers know of it."""
+        if tokens_per_step is not None and tokens_per_step < 0:
+            raise ValueError(f"tokens_per_step: must be >= 0 or None (got {tokens_per_step})")
+        self.pace_in_tokens = tokens_per_step
+
     def swap_state(self, request_id: str) -> str | None:
         """ "queued", "saving", "saved", "loading", or None."""
         record = self.records.get(request_id)
@@ -177,7 +216,12 @@ class SchedulerSide:
         if remaining <= 0:
             return 0, False
         budget = self.config.swap_budget_tokens_per_step
-        if budget and self.in_tokens_this_step and self.in_tokens_this_step + remaining > budget:
+        if (
+            self.pace_in_tokens is None
+            and budget
+            and self.in_tokens_this_step
+            and self.in_tokens_this_step + remaining > budget
+        ):
             return None, False
         return remaining, True
 
@@ -208,7 +252,11 @@ class SchedulerSide:
             )
         first_block = local_tokens // self.block_size
         block_ids = blocks.get_block_ids()[0][first_block : record.num_blocks]
-        self.pending_in.append(SwapInJob(request.request_id, block_ids, first_block))
+        if self.pace_in_tokens is None:
+            self.pending_in.append(SwapInJob(request.request_id, block_ids, first_block))
+        else:
+            record.load_blocks, record.load_next = list(block_ids), first_block
+            self.loading.append(request.request_id)
         self.in_tokens_this_step += num_external_tokens
         self.stats["swap_ins"] += 1
         self.stats["swapped_in_tokens"] += num_external_tokens
@@ -231,7 +279,27 @@ class SchedulerSide:
             sent += record.num_tokens
             self.stats["swap_outs"] += 1
             self.stats["swapped_out_tokens"] += record.num_tokens
+        if self.loading:
+            self._send_paced_loads(meta)
         return meta
+
+    def _send_paced_loads(self, meta: LampsSwapMetadata) -> None:
+        """This step's parts of the paced loads, oldest load first, within the pace."""
+        left = (self.pace_in_tokens or 0) // self.block_size
+        for request_id in list(self.loading):
+            record = self.records[request_id]
+            take = min(len(record.load_blocks), left)
+            if take == 0 and record.load_sent:
+                continue
+            take = max(take, 1)
+            left = max(left - take, 0)
+            block_ids, record.load_blocks = record.load_blocks[:take], record.load_blocks[take:]
+            final = not record.load_blocks
+            meta.swap_in.append(SwapInJob(request_id, block_ids, record.load_next, final))
+            record.load_next += take
+            record.load_sent = True
+            if final:
+                self.loading.remove(request_id)
 
     def update_connector_output(self, connector_output: KVConnectorOutput) -> None:
         """Apply the workers' reports: swap-outs that ended, loads that ended."""
@@ -263,9 +331,11 @@ class SchedulerSide:
         if record is None:
             return
         if record.state == _State.LOADING:
-            # vLLM keeps the blocks until the worker reports the (aborted) load finished.
+            # vLLM keeps the blocks until the worker reports the (aborted) load finished; a
+            # paced load sends no more parts (its first part went out, so the workers report).
             record.finished = True
             self.pending_release.append(request.request_id)
+            self._stop_paced_load(request.request_id)
             return
         self._release(request.request_id, record)
 
@@ -293,6 +363,11 @@ class SchedulerSide:
         record = self.records.pop(request_id)
         self.free_host_blocks += record.num_blocks
         self._release_gpu_blocks(record)
+        self._stop_paced_load(request_id)
+
+    def _stop_paced_load(self, request_id: str) -> None:
+        if request_id in self.loading:
+            self.loading.remove(request_id)
 
     def _release_gpu_blocks(self, record: _Record) -> None:
         if record.held_blocks:

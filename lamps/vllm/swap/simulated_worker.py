@@ -6,7 +6,9 @@ swap-out that ends well leaves a host copy, a swap-in that ends well consumes it
 drops it, and a swap-out over an existing copy or a swap-in without one fails at once. A
 released copy, or one of a finished request, still holds its link until its end (a copy
 already queued on a stream runs out) and is then reported as failed. `fails(job)` decides
-which copies fail (at their end), for tests.
+which copies fail (at their end), for tests. A load sent in parts (`SwapInJob.final`) keeps
+the host copy until its final part ends and is reported once: then, or when a part fails, or
+when it is released between parts.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ DIRECTIONS: tuple[Direction, Direction] = ("out", "in")
 
 @dataclass
 class _Copy:
-    request_id: str  # reported as
+    request_id: str
     end: float
     fails: bool
     stopped: bool = False
+    final: bool = True
     copy_id: str = ""  # the host copy it reads or writes (the request's own unless a source)
 
 
@@ -53,8 +56,10 @@ class SimulatedSwapWorker:
         self._fails = fails
         self._links: dict[Direction, deque[_Copy]] = {d: deque() for d in DIRECTIONS}
         self._link_free: dict[Direction, float] = dict.fromkeys(DIRECTIONS, 0.0)
-        self._in_flight: dict[str, _Copy] = {}
+        self._in_flight: dict[str, list[_Copy]] = {}
         self._stored: set[str] = set()
+        self._partial: set[str] = set()  # loads whose non-final parts started
+        self._failed_loads: set[str] = set()  # reported failed; their later parts are silent
         self._out_results: dict[str, tuple[int, int]] = {}
         self._finished_recving: set[str] = set()
         self._failed_recving: set[str] = set()
@@ -72,18 +77,25 @@ class SimulatedSwapWorker:
                 continue
             self._launch("out", job)
         for job in metadata.swap_in:
-            if job.copy_id not in self._stored or job.copy_id in self._in_flight:
-                self._finished_recving.add(job.request_id)
-                self._failed_recving.add(job.request_id)
+            request_id = job.request_id
+            if request_id in self._failed_loads:
+                continue
+            continuing = request_id in self._partial
+            stored = job.copy_id in self._stored
+            if not stored or (request_id in self._in_flight and not continuing):
+                self._finished_recving.add(request_id)
+                self._failed_recving.add(request_id)
+                self._partial.discard(request_id)
                 continue
             self._launch("in", job)
+            if not job.final:
+                self._partial.add(request_id)
 
     def collect_finished(self, finished_req_ids: set[str]) -> KVConnectorTransferResults:
         """Stop transfers of finished requests; return loads that ended (failed ones in both)."""
-        loads = {c.request_id: key for key, c in self._in_flight.items()}
         for request_id in finished_req_ids:
-            if request_id in loads:
-                self._stop(loads[request_id])
+            if request_id in self._in_flight or request_id in self._partial:
+                self._stop(request_id)
         now = self._clock()
         for direction in DIRECTIONS:
             link = self._links[direction]
@@ -117,7 +129,7 @@ class SimulatedSwapWorker:
     @property
     def num_in_flight(self) -> int:
         """Copies started and not yet reported."""
-        return len(self._in_flight)
+        return sum(len(copies) for copies in self._in_flight.values())
 
     @property
     def num_stored(self) -> int:
@@ -131,29 +143,48 @@ class SimulatedSwapWorker:
         start = max(self._clock(), self._link_free[direction])
         end = start + self._transfer_seconds(num_blocks)
         self._link_free[direction] = end
+        final = not isinstance(job, SwapInJob) or job.final
         key = job.copy_id if isinstance(job, SwapInJob) else job.request_id
-        copy = _Copy(job.request_id, end, self._fails is not None and self._fails(job), False, key)
+        fails = self._fails is not None and self._fails(job)
+        copy = _Copy(job.request_id, end, fails, final=final, copy_id=key)
         self._links[direction].append(copy)
-        self._in_flight[key] = copy
+        self._in_flight.setdefault(job.request_id, []).append(copy)
         self.blocks_started[direction] += num_blocks
 
     def _stop(self, request_id: str) -> None:
         self._stored.discard(request_id)
-        copy = self._in_flight.get(request_id)
-        if copy is not None:
+        copies = self._in_flight.get(request_id)
+        for copy in copies or ():
             copy.stopped = True
+        if not copies and request_id in self._partial:
+            # Released between two parts of its load: nothing in flight will report it.
+            self._partial.discard(request_id)
+            self._finished_recving.add(request_id)
+            self._failed_recving.add(request_id)
 
     def _finish(self, direction: Direction, copy: _Copy) -> None:
         request_id = copy.request_id
-        del self._in_flight[copy.copy_id]
+        copies = self._in_flight[request_id]
+        copies.remove(copy)
+        if not copies:
+            del self._in_flight[request_id]
         ok = not (copy.fails or copy.stopped)
         if direction == "out":
             self._out_results[request_id] = (1, 0) if ok else (0, 1)
             if ok:
                 self._stored.add(request_id)
             return
+        if request_id in self._failed_loads:
+            if request_id not in self._in_flight:
+                self._failed_loads.discard(request_id)
+            return
+        if ok and not copy.final:
+            return
         self._finished_recving.add(request_id)
+        self._partial.discard(request_id)
         if ok:
             self._stored.discard(copy.copy_id)
-        else:
-            self._failed_recving.add(request_id)
+            return
+        self._failed_recving.add(request_id)
+        if request_id in self._in_flight:
+            self._failed_loads.add(request_id)

@@ -1,4 +1,10 @@
-"""The worker process's side: runs the step's copies on the C++ swap engine and reports them."""
+"""The worker process's side: runs the step's copies on the C++ swap engine and reports them.
+
+A load sent in parts (`SwapInJob.final` False on all but the last) is gathered here and copied
+as one engine transfer when its final part arrives: the engine consumes a host copy on its
+first completed load, so the parts cannot be copied one by one. The pacing over steps is the
+scheduler's (and what the simulated worker models); here only the data movement is exact.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ class WorkerSide:
         self._out_results: dict[str, tuple[int, int]] = {}
         self._finished_recving: set[str] = set()
         self._failed_recving: set[str] = set()
+        self._parts: dict[str, tuple[int, list[int]]] = {}  # load in parts: first block, blocks
         self._load_of: dict[str, str] = {}  # host copy -> request a load from it is for
 
     def register(self, kv_caches: dict[str, torch.Tensor], num_blocks: int) -> None:
@@ -52,6 +59,7 @@ class WorkerSide:
         engine = self._engine()
         for request_id in metadata.release:
             engine.release(request_id)
+            self._drop_parts(request_id)
         for job in metadata.swap_out:
             try:
                 engine.swap_out(job.request_id, job.block_ids)
@@ -59,8 +67,15 @@ class WorkerSide:
                 logger.warning("LAMPS swap: swap-out of %s not started: %s", job.request_id, e)
                 self._out_results[job.request_id] = (0, 1)
         for job in metadata.swap_in:
+            first_block, block_ids = job.first_block, job.block_ids
+            gathered = self._parts.pop(job.request_id, None)
+            if gathered is not None:
+                first_block, block_ids = gathered[0], gathered[1] + list(block_ids)
+            if not job.final:
+                self._parts[job.request_id] = (first_block, list(block_ids))
+                continue
             try:
-                engine.swap_in(job.copy_id, job.block_ids, job.first_block)
+                engine.swap_in(job.copy_id, block_ids, first_block)
                 if job.source_id is not None:
                     self._load_of[job.source_id] = job.request_id
             except (SwapError, KeyError, ValueError) as e:
@@ -77,6 +92,7 @@ class WorkerSide:
             copy_id = loads.get(request_id, request_id)
             if engine.in_flight(copy_id):
                 engine.release(copy_id)
+            self._drop_parts(request_id)
         for done in engine.poll():
             ok = done.status == "done"
             if not ok:
@@ -99,6 +115,12 @@ class WorkerSide:
         )
         self._finished_recving, self._failed_recving = set(), set()
         return results
+
+    def _drop_parts(self, request_id: str) -> None:
+        """A load given up between its parts: report it (failed), as a stopped load is."""
+        if self._parts.pop(request_id, None) is not None:
+            self._finished_recving.add(request_id)
+            self._failed_recving.add(request_id)
 
     def take_worker_metadata(self) -> LampsSwapWorkerMetadata | None:
         """Swap-outs that ended since the last call (None when none did)."""
