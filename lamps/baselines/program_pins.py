@@ -4,7 +4,7 @@ Over an OpenAI-style API each turn of an agent program is a new request that res
 conversation; vLLM frees a finished turn's blocks into its prefix cache, where they may be
 evicted before the next turn arrives. Continuum (`Hanchenli/vllm-continuum`, through the fork
 `Whrlicht/vllm-continuum` 22746a2, `vllm/v1/core/sched/scheduler.py`) keeps them: when a turn
-ends in a tool call it pins the turn for a TTL (`_free_blocks`, `pin_request`), drops the
+ends in a tool call it pins the turn for a TTL (its block-freeing hook, `pin_request`), drops the
 program's earlier pin first, unpins at expiry unless the program has a turn waiting
 (`unpin_requests_regular`), and under memory pressure with at most one running request gives
 up the pin that would last longest (`pop_running_request_based_on_last_step`).
