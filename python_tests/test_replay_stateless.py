@@ -56,3 +56,14 @@ def test_table_has_intervals_over_seeds() -> None:
              "finished_fraction": 1.0} for v in (1.0, 2.0, 3.0)]  # fmt: skip
     text = table(rows)
     assert ("| 1 | vllm | 3 |" in text and "±" in text) or "[" in text
+
+
+def test_continuum_runs_in_the_stateless_replay_with_the_profiles_cost_model() -> None:
+    # The replay hands every policy the profile's cost model; Continuum refused it.
+    wl = load_trace("builtin:agent")
+    arrivals = [Arrival(0, 0.0, wl.requests[0])]
+    profile = get_profile("llama31-8b-h100")
+    policy = make_policy("continuum", cost_config=profile.scheduler_cost_config())
+    assert policy.api_mode == "stateless"
+    result = SimEngine(profile, policy, arrivals).run()
+    assert result.records[0].finished

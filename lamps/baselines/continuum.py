@@ -71,7 +71,13 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
         super().__init__(*args, **kwargs)
         config = dict(self.vllm_config.additional_config.get(CONFIG_KEY, {}))
         self.ttl_rule = config.pop("ttl", "paper")
-        self._cost = CostModel.profile(config.pop("profile", "gptj-6b-a100"))
+        explicit = config.pop("cost_model", None)  # as lamps' own config (the replay sends it)
+        if explicit is not None:
+            cm = dict(explicit)
+            cm["saturation_tokens"] = int(cm.get("saturation_tokens", 384))
+            self._cost = CostModel(**cm)
+        else:
+            self._cost = CostModel.profile(config.pop("profile", "gptj-6b-a100"))
         if config or self.ttl_rule not in ("paper", "code"):
             raise ValueError(f"additional_config '{CONFIG_KEY}': bad settings {config}")
         self.waiting = OrderedQueue()
