@@ -38,7 +38,9 @@ def test_replay(benchmark: Any, impl: str, requests: int) -> None:
 
     def setup() -> None:
         engines.append(
-            SimEngine(profile, make_policy(impl, cost_model=profile.cost_model), arrivals)
+            SimEngine(
+                profile, make_policy(impl, cost_config=profile.scheduler_cost_config()), arrivals
+            )
         )
 
     def replay() -> None:

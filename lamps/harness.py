@@ -61,6 +61,50 @@ def write_tiny_llama(path: Path, max_len: int = 2048, seed: int = 0) -> Path:
     return path
 
 
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|> ' }}"
+    "{% if m['content'] %}{{ m['content'] }}{% endif %}"
+    "{% if m.get('tool_calls') %}{% for c in m['tool_calls'] %}"
+    "{{ ' call ' + c['function']['name'] }}{% endfor %}{% endif %}"
+    "{{ ' <|end|> ' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|> ' }}{% endif %}"
+)
+"""The tiny tokenizer's chat template: `<|role|> content <|end|>` per message."""
+
+
+def tiny_word_ids() -> list[int]:
+    """Token ids of the tiny tokenizer's words (`w0`...), the ids a test lets the model sample."""
+    first = 3 + len(CHAT_ROLES) + 1
+    return list(range(first, TINY_LLAMA_VOCAB))
+
+
+def write_tiny_chat_tokenizer(path: Path) -> Path:
+    """Writes a word-level tokenizer over the tiny Llama's vocabulary, with a chat template.
+
+    Ids 0-2 are `<unk>`, `<s>`, `</s>`, then `<|system|>`, `<|user|>`, `<|assistant|>`,
+    `<|tool|>`, `<|end|>`, then the words `w0`, `w1`, ... (`tiny_word_ids()`). Text is words
+    separated by spaces, so any sequence of word ids decodes and encodes back to itself: a
+    client that resends a conversation resends exactly the tokens the model produced.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", *(f"<|{r}|>" for r in CHAT_ROLES), "<|end|>"]
+    words = [f"w{i}" for i in range(TINY_LLAMA_VOCAB - len(specials))]
+    vocab = {tok: i for i, tok in enumerate(specials + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.add_special_tokens(specials)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return path
+
+
 @functools.cache
 def scheduler_model_dir(max_model_len: int, vocab_size: int) -> Path:
     """A directory with only a Llama config.json, enough for a scheduler (removed at exit)."""
@@ -233,8 +277,12 @@ def build_scheduler(
     kv_cache_config: KVCacheConfig | None = None,
     *,
     scheduler_cls: type[Scheduler] | None = None,
+    log_stats: bool = False,
 ) -> Scheduler:
-    """The scheduler EngineCore would build (class from the config unless given), no stats."""
+    """The scheduler EngineCore would build (class from the config unless given).
+
+    `log_stats=True` makes it build the `SchedulerStats` a server's stat loggers receive.
+    """
     from vllm.v1.core.kv_cache_utils import resolve_kv_cache_block_sizes
     from vllm.v1.core.sched.scheduler import Scheduler
     from vllm.v1.structured_output import StructuredOutputManager
@@ -254,7 +302,7 @@ def build_scheduler(
         structured_output_manager=StructuredOutputManager(vllm_config),
         block_size=block_size,
         hash_block_size=hash_block_size,
-        log_stats=False,
+        log_stats=log_stats,
     )
 
 
@@ -285,8 +333,13 @@ def make_request(
     arrival_time: float | None = None,
     block_size: int = 16,
     hasher: BlockHasher | None = None,
+    session_id: str | None = None,
 ) -> Request:
-    """A vLLM Request (EOS ignored) hashed for the prefix cache, as EngineCore builds it."""
+    """A vLLM Request (EOS ignored) hashed for the prefix cache, as EngineCore builds it.
+
+    `session_id` is what vLLM's OpenAI server sets from the `session_id` body field or the
+    `X-Session-ID` header.
+    """
     from vllm.sampling_params import SamplingParams
     from vllm.v1.request import Request
 
@@ -299,6 +352,7 @@ def make_request(
         arrival_time=float(next(_arrival)) if arrival_time is None else arrival_time,
         block_hasher=hasher or block_hasher(block_size),
         resumable=resumable,
+        session_id=session_id,
     )
 
 

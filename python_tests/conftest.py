@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if reason is not None:
         for item in marked:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def _restore_vllm_log_level() -> Any:
+    """Undo `lamps.replay.runner.quiet_vllm_logs()` after a test that ran a replay.
+
+    A replay sets vLLM's root logger to ERROR for the rest of the process; later tests that
+    read LAMPS' warnings (logger `vllm.lamps`) would see nothing.
+    """
+    logger = logging.getLogger("vllm")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")

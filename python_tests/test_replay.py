@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,10 @@ from vllm.v1.core.sched.scheduler import Scheduler
 
 from lamps.baselines.infercept_model import constants_for, discard_waste
 from lamps.replay.engine import RequestRecord, SimEngine
-from lamps.replay.metrics import REQUIRED_KEYS, format_table, summarize, write_results
-from lamps.replay.policies import POLICY_NAMES, make_policy
+from lamps.replay.metrics import REQUIRED_KEYS, read_rows, summarize, write_results
+from lamps.replay.policies import ABLATIONS, POLICY_NAMES, make_policy
 from lamps.replay.profiles import GIB, GpuProfile, get_profile
+from lamps.replay.report import format_table
 from lamps.replay.runner import ReplayConfig, arrivals_for
 from lamps.workloads import Arrival, TraceSegment, Workload, WorkloadRequest, load_trace
 
@@ -67,7 +70,9 @@ class _Watched(SimEngine):
 def runs(arrivals: list[Arrival], config: ReplayConfig) -> dict[str, _Watched]:
     engines = {}
     for name in POLICY_NAMES:
-        policy = make_policy(name, noise=config.noise, seed=config.seed, cost_model=GPTJ.cost_model)
+        policy = make_policy(
+            name, noise=config.noise, seed=config.seed, cost_config=GPTJ.scheduler_cost_config()
+        )
         engine = _Watched(SMALL, policy, arrivals, kv_bin_seconds=2.0)
         engine.result = engine.run()  # type: ignore[attr-defined]
         engines[name] = engine
@@ -161,7 +166,9 @@ def _two_pause_workload(api_seconds: float) -> list[Arrival]:
 @pytest.mark.parametrize("api_seconds", [30.0, 0.0005])
 def test_infercept_discards_all_candidates_but_the_costliest(api_seconds: float) -> None:
     arrivals = _two_pause_workload(api_seconds)
-    engine = SimEngine(GPTJ, make_policy("infercept", cost_model=GPTJ.cost_model), arrivals)
+    engine = SimEngine(
+        GPTJ, make_policy("infercept", cost_config=GPTJ.scheduler_cost_config()), arrivals
+    )
     result = engine.run()
     stats = result.policy_stats
     # At the pauses: ~1,007 and ~607 context tokens, two decoding requests beside them. Both
@@ -200,8 +207,8 @@ def test_lamps_policies_use_the_plugin(runs: dict[str, _Watched]) -> None:
 
 
 def test_noise_only_changes_the_hints(arrivals: list[Arrival]) -> None:
-    exact = make_policy("lamps-oracle", noise=0.6, cost_model=GPTJ.cost_model)
-    noisy = make_policy("lamps", noise=0.6, seed=1, cost_model=GPTJ.cost_model)
+    exact = make_policy("lamps-oracle", noise=0.6, cost_config=GPTJ.scheduler_cost_config())
+    noisy = make_policy("lamps", noise=0.6, seed=1, cost_config=GPTJ.scheduler_cost_config())
     a = arrivals[0]
     truth = exact.hints(a, 0)
     assert truth["predicted_output_tokens"] == a.request.segments[0].output_tokens
@@ -214,8 +221,9 @@ def test_noise_only_changes_the_hints(arrivals: list[Arrival]) -> None:
 
 def test_results_json_schema(runs: dict[str, _Watched], tmp_path: Path) -> None:
     rows = [summarize(e.result, QPS, kv_bytes_per_token=458_752.0) for e in runs.values()]
-    path = write_results(rows, tmp_path)
-    loaded = json.loads(path.read_text())
+    path = write_results(rows, tmp_path, provenance={"commit": "x"})
+    assert json.loads(path.read_text())["provenance"] == {"commit": "x"}
+    loaded = read_rows(path)
     assert [r["policy"] for r in loaded] == list(POLICY_NAMES)
     for row in loaded:
         for key in REQUIRED_KEYS:
@@ -230,6 +238,7 @@ def test_results_json_schema(runs: dict[str, _Watched], tmp_path: Path) -> None:
     assert all(r["swapped_bytes"] == 0 for r in loaded if r["policy"].startswith("vllm"))
     table = format_table(loaded)
     assert all(p in table for p in POLICY_NAMES)
+    assert all(row["unfinished"] == 0 for row in loaded)
 
 
 def test_replay_config_rejects_bad_input() -> None:
@@ -244,7 +253,7 @@ def test_replay_config_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="unknown profile"):
         ReplayConfig(profile="x")
     with pytest.raises(ValueError, match="nothing to replay"):
-        SimEngine(GPTJ, make_policy("vllm", cost_model=GPTJ.cost_model), [])
+        SimEngine(GPTJ, make_policy("vllm", cost_config=GPTJ.scheduler_cost_config()), [])
 
 
 def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -261,18 +270,24 @@ def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             "8",
             "--policies",
             "vllm,infercept,lamps",
+            "--seeds",
+            "0",
+            "--jobs",
+            "1",
+            "--allow-dirty",
             "--out",
             str(out),
         ]
     )
     assert rc == 0
-    rows = json.loads((out / "results.json").read_text())
-    assert [r["policy"] for r in rows] == ["vllm", "infercept", "lamps"]
+    rows = read_rows(out / "results.json")
+    assert sorted(r["policy"] for r in rows) == ["infercept", "lamps", "vllm"]
+    assert "commit" in json.loads((out / "results.json").read_text())["provenance"]
     assert (out / "latency.png").stat().st_size > 0 and (out / "kv_usage.png").stat().st_size > 0
     assert "lamps replay" in (out / "command.txt").read_text()
     assert "| infercept |" in (out / "table.md").read_text()
     printed = capsys.readouterr().out
-    assert "e2e mean" in printed and "infercept" in printed
+    assert "P99 TTFT" in printed and "infercept" in printed and "knees" in printed
 
 
 def test_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -284,3 +299,30 @@ def test_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown policy 'bogus'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["replay", "--qps", "x"])
+
+
+@pytest.mark.parametrize("module", ["vllm", "matplotlib"])
+def test_cli_names_a_missing_module_and_how_to_get_it(module: str, tmp_path: Path) -> None:
+    # A fresh interpreter in which `module` cannot be imported (None in sys.modules).
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; from lamps.cli import main; "
+        f"sys.exit(main(['replay', '--qps', '1', '--duration', '1', '--policies', 'vllm', "
+        f"'--out', {str(tmp_path)!r}, '--allow-dirty']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert f"`lamps replay` needs module {module!r}: install" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_ablation_policies_run_lamps_with_their_switch(
+    runs: dict[str, _Watched], name: str
+) -> None:
+    config = runs[name].scheduler.lamps_config  # type: ignore[attr-defined]
+    switches, _ = ABLATIONS[name]
+    assert {key: getattr(config, key) for key in switches} == switches
+    # Everything else is the default LAMPS configuration.
+    default = runs["lamps"].scheduler.lamps_config  # type: ignore[attr-defined]
+    others = {f: getattr(config, f) for f in vars(config) if f not in switches}
+    assert others == {f: getattr(default, f) for f in others}

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import gc
-import json
 from pathlib import Path
 
 import pytest
 
-from lamps.replay.metrics import REQUIRED_KEYS
+from lamps.replay.metrics import REQUIRED_KEYS, read_rows
 from lamps.replay.real import scale_workload
 from lamps.workloads import load_trace
 
@@ -51,11 +50,12 @@ def test_real_engine_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             "--out",
             str(out),
             "--no-plots",
+            "--allow-dirty",  # provenance has its own tests; this one runs on any tree
         ]
     )
     gc.collect()
     assert rc == 0
-    rows = json.loads((out / "results.json").read_text())
+    rows = read_rows(out / "results.json")
     assert [r["policy"] for r in rows] == ["vllm", "lamps"]
     assert rows[0]["num_requests"] == rows[1]["num_requests"] > 0
     for row in rows:

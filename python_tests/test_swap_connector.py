@@ -210,6 +210,8 @@ def test_swap_out_at_pause_and_load_at_resume_keep_the_kv(harness: Any) -> None:
     start_session(h, "s", prompt_len=70)
     h.step_until(lambda: paused(h, "s"))
     assert h.scheduler.lamps_stats.swapped == 1
+    assert h.scheduler.lamps_stats.swapped_bytes == (70 + 4 - 1) * SWAP_FAVOURING_COST[
+        "kv_bytes_per_token"]  # fmt: skip
     # The scheduler freed the request's blocks at once; the connector holds them until copied.
     assert h.connector.swap_state("s") in ("queued", "saving", "saved")
     swapped = h.connector.swapped_tokens("s")

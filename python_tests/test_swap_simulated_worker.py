@@ -120,3 +120,26 @@ def test_worker_metadata_aggregates_and_rejects_foreign_metadata() -> None:
     assert merged.swap_out_results == {"r": (1, 1), "s": (1, 0)}
     with pytest.raises(TypeError, match="cannot aggregate"):
         a.aggregate(object())  # type: ignore[arg-type]
+
+
+def test_a_load_reads_its_source_copy_and_is_reported_as_the_request() -> None:
+    # A parked session turn's copy (its own id) is loaded into the session's next request.
+    clock = Clock()
+    worker = make(clock)
+    step(worker, LampsSwapMetadata(swap_out=[out("turn-copy", 2)]))
+    clock.now = 2.0
+    assert step(worker, LampsSwapMetadata())[0] == {"turn-copy": (1, 0)}
+    job = SwapInJob("next-request", [5, 6], 0, source_id="turn-copy")
+    step(worker, LampsSwapMetadata(swap_in=[job]))
+    clock.now = 4.0
+    _, finished, failed = step(worker, LampsSwapMetadata())
+    assert (finished, failed) == ({"next-request"}, set())
+    assert worker.num_stored == 0  # the load consumed the copy
+    # A request that finishes while its load runs stops it (reported failed, as its own).
+    step(worker, LampsSwapMetadata(swap_out=[out("turn-copy-2", 2)]))
+    clock.now = 6.0
+    step(worker, LampsSwapMetadata())
+    step(worker, LampsSwapMetadata(swap_in=[SwapInJob("r3", [1, 2], 0, source_id="turn-copy-2")]),
+         finished={"r3"})  # fmt: skip
+    clock.now = 8.0
+    assert step(worker, LampsSwapMetadata())[1:] == ({"r3"}, {"r3"})

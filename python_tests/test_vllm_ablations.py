@@ -186,3 +186,21 @@ def test_largest_saving_first_spends_the_allowance_by_saving() -> None:
     assert not pauses.released  # held until the next step hands out its allowance
     ctl.before_step(0.01, {}, lambda rid: None)
     assert pauses.released[0] == ("large", "swap")  # the larger saving goes first
+
+
+@pytest.mark.parametrize("swap_policy", ["budgeted", "largest_saving_first"])
+def test_an_overrun_swap_held_by_its_budget_waits_for_the_next_step(swap_policy: str) -> None:
+    # A preserved call overruns and is re-decided to swap, but the swap waits for an allowance
+    # (none this step): the pause stays preserved and the step goes on (it used to re-decide
+    # the same pause forever within one step).
+    ctl, pauses, batch = _controller(swap_policy=swap_policy)
+    batch.state = BatchState(380.0, 60_000.0)
+    request, state = _paused("p", 30_000)
+    ctl.on_pause(request, state, now=0.0, api_seconds=0.001)
+    assert state.strategy == Strategy.PRESERVE
+    batch.state = BatchState(1.0, 0.0)  # nothing hides a copy: this step's allowance is 0
+    ctl.before_step(50.0, {"p": request}, lambda rid: state)
+    if swap_policy == "largest_saving_first":  # held for the next step's allowance
+        assert state.strategy == Strategy.PRESERVE and not pauses.released
+    else:  # the best strategy without swap, at once
+        assert pauses.released == [("p", "discard")]

@@ -4,11 +4,10 @@ Source: `Hanchenli/vllm-continuum`, read through the fork `Whrlicht/vllm-continu
 which carries its code unchanged in these parts: `vllm/v1/core/sched/scheduler.py` and
 `request_queue.py` (`ContinuumRequestQueue`), `vllm/v1/core/estimate_with_func.py`.
 
-- When a turn ends in a tool call, its KV is pinned for a TTL (`pin_request`, called where
-  the scheduler frees a finished request's blocks: not for a program's last step,
-  `is_last_step`; a TTL of 0.01 s or less pins nothing), chosen from the tool's observed
-  durations by `continuum_ttl` (the paper's cost-benefit rule, or the public code's fixed
-  2-second rule). A program's earlier pin is dropped first.
+- When a turn ends in a tool call, its KV is pinned for a TTL (the fork's block-freeing hook:
+  not for a program's last step, `is_last_step`; a TTL of 0.01 s or less pins nothing), chosen
+  from the tool's observed durations by `continuum_ttl` (the paper's cost-benefit rule, or the
+  public code's fixed 2-second rule). A program's earlier pin is dropped first.
 - At each step, pins whose TTL ran out are dropped, unless the program has a turn waiting
   (`unpin_requests_regular`, at the start of `schedule`).
 - Program-level FCFS (`add_request` records a job's first arrival; `ContinuumRequestQueue.
@@ -56,7 +55,7 @@ CONFIG_KEY = "continuum"
 """`additional_config["continuum"]`: `ttl` ("paper", default, or "code") and `profile` (the cost
 model whose prefill time is the reconstruction cost)."""
 
-MIN_PIN_SECONDS = 0.01  # scheduler.py, before `pin_request`: "if length_of_pin > 0.01"
+MIN_PIN_SECONDS = 0.01  # the fork's block-freeing hook in scheduler.py: "if length_of_pin > 0.01"
 
 
 def _hint(request: Request, field: str) -> Any:
@@ -72,7 +71,13 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
         super().__init__(*args, **kwargs)
         config = dict(self.vllm_config.additional_config.get(CONFIG_KEY, {}))
         self.ttl_rule = config.pop("ttl", "paper")
-        self._cost = CostModel.profile(config.pop("profile", "gptj-6b-a100"))
+        explicit = config.pop("cost_model", None)  # as lamps' own config (the replay sends it)
+        if explicit is not None:
+            cm = dict(explicit)
+            cm["saturation_tokens"] = int(cm.get("saturation_tokens", 384))
+            self._cost = CostModel(**cm)
+        else:
+            self._cost = CostModel.profile(config.pop("profile", "gptj-6b-a100"))
         if config or self.ttl_rule not in ("paper", "code"):
             raise ValueError(f"additional_config '{CONFIG_KEY}': bad settings {config}")
         self.waiting = OrderedQueue()

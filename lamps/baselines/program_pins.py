@@ -4,10 +4,10 @@ Over an OpenAI-style API each turn of an agent program is a new request that res
 conversation; vLLM frees a finished turn's blocks into its prefix cache, where they may be
 evicted before the next turn arrives. Continuum (`Hanchenli/vllm-continuum`, through the fork
 `Whrlicht/vllm-continuum` 22746a2, `vllm/v1/core/sched/scheduler.py`) keeps them: when a turn
-ends in a tool call it pins the turn for a TTL (`pin_request`, where the turn's blocks are
-freed), drops the program's earlier pin first, unpins at expiry unless the program has a turn
-waiting (`unpin_requests_regular`), and under memory pressure with at most one running
-request gives up the pin that would last longest (`pop_running_request_based_on_last_step`).
+ends in a tool call it pins the turn for a TTL (its block-freeing hook, `pin_request`), drops the
+program's earlier pin first, unpins at expiry unless the program has a turn waiting
+(`unpin_requests_regular`), and under memory pressure with at most one running request gives
+up the pin that would last longest (`pop_running_request_based_on_last_step`).
 
 `ProgramPins` does this on the pause mechanism's pins (`KvPauses.pin`): the turn's full blocks
 are pinned under the program's key; the next turn finds them through vLLM's own prefix lookup.

@@ -1,19 +1,28 @@
 """Replays arrivals through a real vLLM scheduler on a virtual clock (no GPU, no weights).
 
-Each iteration calls ``schedule()``, advances virtual time by the cost model's iteration time
-for the scheduled tokens, and feeds ``update_from_output()`` a generated ``ModelRunnerOutput``
-(one deterministic token per request whose prefill is complete). API calls are streaming-input
-sessions: a turn ends at its ``max_tokens``, vLLM parks the session in
-``WAITING_FOR_STREAMING_REQ``, and after the call's duration the next input chunk (the
-returned tokens) is added with ``Scheduler.add_request`` under the same request id, which is
-how ``EngineCore`` resumes a session.
+Each iteration calls ``schedule()``, advances virtual time by the engine model's step time
+(``lamps.replay.engine_model``: linear layers, the KV the step's decodes read, its prefill
+attention, and swap stalls), and feeds ``update_from_output()`` a generated
+``ModelRunnerOutput`` (one deterministic token per request whose prefill is complete).
+
+A policy replays API calls in one of two modes (``ReplayPolicy.api_mode``):
+- ``session``: streaming-input sessions. A turn ends at its ``max_tokens``, vLLM parks the
+  session in ``WAITING_FOR_STREAMING_REQ``, and after the call the next input chunk (the
+  returned tokens) is added with ``Scheduler.add_request`` under the same request id, which is
+  how ``EngineCore`` resumes a session.
+- ``stateless``: every turn is a new request carrying the whole conversation (as an
+  OpenAI-compatible agent resends it), tagged with the session's ``session_id``; only the
+  prefix cache links the turns.
 
 Policies that swap run with the LAMPS swap connector (``lamps.vllm.swap``); its scheduler side
 is real, its worker side is ``lamps.vllm.swap.simulated_worker``: each copy the connector sends
-completes after the profile's link time (``CostModel.swap_seconds``), one copy at a time per
-direction, overlapped with compute. The worker is stepped right after ``schedule()``, at the
-step's start time, and what has ended by then reaches the scheduler in that step's
-``KVConnectorOutput`` exactly as a worker would report it.
+takes the engine model's link time, one copy at a time per direction, and a step that starts
+copies lasts until they end, less the part its compute hides (``hidden_fraction``). The worker
+is stepped right after ``schedule()``, at the step's start time, and what has ended by then
+reaches the scheduler in that step's ``KVConnectorOutput`` exactly as a worker would report it.
+
+A run stops when every arrival has finished, or at ``stop_at`` (virtual seconds) with requests
+still in flight, as the papers' driver stops at its window.
 """
 
 from __future__ import annotations
@@ -22,9 +31,9 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, KVConnectorOutput, ModelRunnerOutput
@@ -41,8 +50,10 @@ from lamps.harness import (
     scheduler_model_dir,
     swap_connector_config,
 )
+from lamps.replay.engine_model import StepClock
 from lamps.replay.policies import ReplayPolicy
-from lamps.replay.profiles import GIB, GpuProfile
+from lamps.replay.profiles import GIB, EngineSettings, GpuProfile
+from lamps.replay.records import KvUsageSeries, RequestRecord, RunResult
 from lamps.vllm.swap import LampsSwapMetadata
 from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
 from lamps.workloads import Arrival
@@ -53,10 +64,19 @@ VOCAB_SIZE = 50400
 """GPT-J's vocabulary; token ids only feed the prefix-cache hashes."""
 
 
-def model_len_for(context_tokens: int, block_size: int) -> int:
+def model_len_for(context_tokens: int, block_size: int, minimum: int = 2048) -> int:
     """A max_model_len that fits ``context_tokens`` plus the sampled token, block-aligned."""
     need = context_tokens + 1
-    return max(2048, -(-need // block_size) * block_size)
+    return max(minimum, -(-need // block_size) * block_size)
+
+
+def tokens_for(index: int, start: int, stop: int) -> list[int]:
+    """``[token_at(index, p) for p in range(start, stop)]``, vectorized."""
+    out = ((np.arange(start, stop, dtype=np.int64) * 7919 + index * 104729) % VOCAB_SIZE).tolist()
+    for p in (0, 1):
+        if start <= p < stop:
+            out[p - start] = token_at(index, p)
+    return out
 
 
 def token_at(index: int, position: int) -> int:
@@ -68,69 +88,6 @@ def token_at(index: int, position: int) -> int:
     return (position * 7919 + index * 104729) % VOCAB_SIZE
 
 
-@dataclass
-class RequestRecord:
-    """What happened to one arrival during a replay."""
-
-    arrival: Arrival
-    segment: int = 0
-    segment_tokens: int = 0
-    output_tokens: int = 0
-    first_token_time: float | None = None
-    finish_time: float | None = None
-    api_seconds: float = 0.0
-    service_seconds: float = 0.0
-    scheduled_tokens: int = 0
-    preemptions: int = 0
-    vllm_request: Request | None = None
-
-    @property
-    def finished(self) -> bool:
-        """Whether the last segment has produced its last token."""
-        return self.finish_time is not None
-
-
-@dataclass
-class RunResult:
-    """Records and time series of one (policy, arrivals) replay."""
-
-    policy: str
-    records: list[RequestRecord]
-    kv_usage: list[tuple[float, float]]
-    iterations: int
-    virtual_seconds: float
-    wall_seconds: float
-    policy_stats: dict[str, Any] = field(default_factory=dict)
-
-
-class KvUsageSeries:
-    """KV-cache usage averaged over fixed virtual-time bins."""
-
-    def __init__(self, bin_seconds: float) -> None:
-        self.bin_seconds = bin_seconds
-        self.points: list[tuple[float, float]] = []
-        self._bin = 0
-        self._sum = 0.0
-        self._n = 0
-
-    def add(self, t: float, usage: float) -> None:
-        """Records the usage observed at virtual time ``t``."""
-        b = int(t // self.bin_seconds)
-        if b != self._bin and self._n:
-            self.points.append(((self._bin + 0.5) * self.bin_seconds, self._sum / self._n))
-            self._sum, self._n = 0.0, 0
-        self._bin = b
-        self._sum += usage
-        self._n += 1
-
-    def close(self) -> list[tuple[float, float]]:
-        """Flushes the last bin and returns the series."""
-        if self._n:
-            self.points.append(((self._bin + 0.5) * self.bin_seconds, self._sum / self._n))
-            self._n = 0
-        return self.points
-
-
 class SimEngine:
     """Drives one policy's scheduler over a list of arrivals on a virtual clock."""
 
@@ -140,19 +97,26 @@ class SimEngine:
         policy: ReplayPolicy,
         arrivals: list[Arrival],
         *,
+        settings: EngineSettings | None = None,
+        window_end: float | None = None,
+        stop_at: float | None = None,
         kv_bin_seconds: float = 5.0,
         on_finish: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         if not arrivals:
             raise ValueError("arrivals: nothing to replay")
+        settings = settings or EngineSettings()
         self.profile = profile
+        self.settings = settings
         self.policy = policy
-        self.cost = profile.cost()
+        self.model = profile.engine_model(settings.hidden_fraction)
         self.arrivals = arrivals
+        self.stop_at = stop_at
+        self.window_end = window_end
         self.now = 0.0
         self.on_finish = on_finish
         max_ctx = max(a.request.final_context_tokens for a in arrivals)
-        max_model_len = model_len_for(max_ctx, profile.block_size)
+        max_model_len = model_len_for(max_ctx, profile.block_size, profile.max_model_len)
         # The LAMPS swap connector moves paused sessions' KV to a host pool; the replay
         # simulates its worker side (transfer completions after their link time).
         transfer = (
@@ -165,9 +129,11 @@ class SimEngine:
             max_model_len=max_model_len,
             dtype="float16",
             max_num_seqs=profile.max_num_seqs,
-            max_num_batched_tokens=profile.max_num_batched_tokens,
+            max_num_batched_tokens=settings.max_num_batched_tokens
+            or profile.max_num_batched_tokens,
             num_blocks=profile.num_blocks(),
             block_size=profile.block_size,
+            enable_prefix_caching=settings.enable_prefix_caching,
             policy=policy.queue_policy,
             scheduler_cls=policy.scheduler_cls,
             additional_config=policy.additional_config(),
@@ -192,10 +158,13 @@ class SimEngine:
         self._by_id: dict[str, RequestRecord] = {}
         self._kv = KvUsageSeries(kv_bin_seconds)
         block_size = profile.block_size
+        model = self.model
         self._swap_worker = SimulatedSwapWorker(
-            self.clock, lambda blocks: self.cost.swap_seconds(blocks * block_size)
+            self.clock, lambda blocks: model.swap_seconds(blocks * block_size)
         )
         self._kv_output: KVConnectorOutput | None = None
+        self.stall_seconds = 0.0
+        self.compute_seconds = 0.0
         self.records = [RequestRecord(a) for a in arrivals]
         for rec in self.records:
             self._push(rec.arrival.time, _ARRIVE, rec)
@@ -208,7 +177,7 @@ class SimEngine:
     def swapped_bytes(self) -> float:
         """KV bytes of every copy sent to the swap worker, both directions."""
         blocks = sum(self._swap_worker.blocks_started.values())
-        return blocks * self.profile.block_size * self.cost.kv_bytes_per_token
+        return blocks * self.profile.block_size * self.model.kv_bytes_per_token
 
     # -- requests -------------------------------------------------------------------------
 
@@ -228,15 +197,17 @@ class SimEngine:
         index = rec.arrival.index
         seg = rec.arrival.request.segments[rec.segment]
         hints = self.policy.hints(rec.arrival, rec.segment)
-        return make_request(
+        req = make_request(
             request_id,
-            [token_at(index, p) for p in range(start, stop)],
+            tokens_for(index, start, stop),
             max_tokens=seg.output_tokens,
             extra_args={"lamps": hints} if hints is not None else None,
             resumable=resumable,
             arrival_time=arrival_time,
             hasher=self._hasher,
         )
+        req.session_id = rec.arrival.request_id
+        return req
 
     def _start_segment(self, rec: RequestRecord) -> None:
         tmpl = rec.arrival.request
@@ -244,8 +215,8 @@ class SimEngine:
         ctx = tmpl.context_before(k)
         last = k == len(tmpl.segments) - 1
         rec.segment_tokens = 0
-        if not self.policy.sessions:
-            # vLLM without sessions: each segment is a new request carrying the whole context.
+        if self.policy.api_mode == "stateless":
+            # Each turn is a new request carrying the whole conversation.
             req_id = f"{rec.arrival.request_id}.{k}"
             arrival_time = rec.arrival.time if k == 0 else self.now
             req = self._make_request(
@@ -319,10 +290,11 @@ class SimEngine:
                 f"tokens, the trace says {seg.output_tokens}"
             )
         req = rec.vllm_request
-        if not self.policy.sessions and req is not None:
+        stateless = self.policy.api_mode == "stateless"
+        if stateless and req is not None:
             rec.preemptions += req.num_preemptions
         if rec.segment == len(tmpl.segments) - 1:
-            if self.policy.sessions and req is not None:
+            if not stateless and req is not None:
                 rec.preemptions += req.num_preemptions
             rec.finish_time = self.now
             rec.vllm_request = None
@@ -330,60 +302,92 @@ class SimEngine:
                 self.on_finish(rec)
             return
         rec.api_seconds += seg.api_seconds
+        rec.api_calls.append((self.now, self.now + seg.api_seconds))
         self._push(self.now + seg.api_seconds, _RESUME, rec)
 
     # -- main loop ------------------------------------------------------------------------
 
-    def _model_output(self, out: SchedulerOutput) -> ModelRunnerOutput:
-        """One sampled token per request whose known sequence is fully computed."""
-        sampled: dict[str, int] = {}
+    def _step_time(self, out: SchedulerOutput, sampled: dict[str, int]) -> float:
+        """Seconds the step takes (engine model), and each record's service and token count.
+
+        Also fills ``sampled``: one token per request whose known sequence is now computed."""
+        clock = StepClock(self.model)
         requests = self.scheduler.requests
-        for req_id in out.num_scheduled_tokens:
+        by_id = self._by_id
+        scheduled = out.num_scheduled_tokens
+        for req_id, k in scheduled.items():
             req = requests[req_id]
-            # After schedule() num_computed_tokens already counts this step's tokens; a request
-            # samples once its whole known sequence has been computed.
-            if req.num_computed_tokens >= req.num_tokens:
-                sampled[req_id] = token_at(self._by_id[req_id].arrival.index, req.num_tokens)
-        return model_runner_output(out, sampled, kv_connector_output=self._connector_output())
+            # After schedule() num_computed_tokens already counts this step's tokens.
+            computed = req.num_computed_tokens
+            clock.add(computed - k, k)
+            rec = by_id[req_id]
+            rec.scheduled_tokens += k
+            if computed >= req.num_tokens:
+                sampled[req_id] = token_at(rec.arrival.index, req.num_tokens)
+        compute = clock.compute_seconds()
+        stall = 0.0
+        busy_until = self._swap_worker.busy_until()
+        if busy_until > self.now:
+            stall = self.model.stall_seconds(busy_until - self.now, compute)
+        self.compute_seconds += compute
+        self.stall_seconds += stall
+        dt = compute + stall
+        for req_id in scheduled:
+            by_id[req_id].service_seconds += dt
+        return dt
+
+    def _idle(self, out: SchedulerOutput, remaining: int) -> bool:
+        """Nothing scheduled: report transfers or jump to the next event. False: stop."""
+        sched = self.scheduler
+        kv_output = self._connector_output()
+        if kv_output is not None:
+            sched.update_from_output(out, ModelRunnerOutput([], {}, kv_connector_output=kv_output))
+            return True
+        sched.update_from_output(out, EMPTY_MODEL_RUNNER_OUTPUT)
+        upcoming = [self._events[0][0]] if self._events else []
+        swap_end = self._swap_worker.next_end()
+        if swap_end is not None:
+            upcoming.append(swap_end)
+        if not upcoming:
+            raise RuntimeError(
+                f"replay stalled at t={self.now:.3f}s under {self.policy.name}: "
+                f"{remaining} requests unfinished, none schedulable, no pending events"
+            )
+        nxt = min(upcoming)
+        if self.stop_at is not None and nxt >= self.stop_at:
+            self.now = max(self.now, self.stop_at)
+            return False
+        self.now = max(self.now, nxt)
+        return True
+
+    def _snapshot(self) -> None:
+        """The steady window ends: remember each record's output tokens so far."""
+        for rec in self.records:
+            rec.tokens_at_window = rec.output_tokens
 
     def run(self) -> RunResult:
-        """Replays every arrival to completion and returns the records."""
+        """Replays every arrival to completion (or to ``stop_at``) and returns the records."""
         wall = time.perf_counter()
         sched = self.scheduler
         remaining = len(self.records)
         iterations = 0
-        while remaining:
+        stop_at = self.stop_at if self.stop_at is not None else float("inf")
+        window_end = self.window_end if self.window_end is not None else float("inf")
+        while remaining and self.now < stop_at:
+            if self.now >= window_end:
+                self._snapshot()
+                window_end = float("inf")
             self._deliver_events()
             out = sched.schedule()
             self._start_transfers(out)
-            n = out.total_num_scheduled_tokens
-            if n == 0:
-                kv_output = self._connector_output()
-                if kv_output is not None:
-                    sched.update_from_output(
-                        out, ModelRunnerOutput([], {}, kv_connector_output=kv_output)
-                    )
-                    continue
-                sched.update_from_output(out, EMPTY_MODEL_RUNNER_OUTPUT)
-                upcoming = [self._events[0][0]] if self._events else []
-                swap_end = self._swap_worker.next_end()
-                if swap_end is not None:
-                    upcoming.append(swap_end)
-                if not upcoming:
-                    raise RuntimeError(
-                        f"replay stalled at t={self.now:.3f}s under {self.policy.name}: "
-                        f"{remaining} requests unfinished, none schedulable, no pending events"
-                    )
-                self.now = max(self.now, min(upcoming))
+            if out.total_num_scheduled_tokens == 0:
+                if not self._idle(out, remaining):
+                    break
                 continue
             iterations += 1
-            dt = self.cost.iteration_seconds(n)
-            self.now += dt
-            for req_id, k in out.num_scheduled_tokens.items():
-                rec = self._by_id[req_id]
-                rec.scheduled_tokens += k
-                rec.service_seconds += dt
-            mro = self._model_output(out)
+            sampled: dict[str, int] = {}
+            self.now += self._step_time(out, sampled)
+            mro = model_runner_output(out, sampled, kv_connector_output=self._connector_output())
             engine_outputs = sched.update_from_output(out, mro)
             for eco in engine_outputs.values():
                 for o in eco.outputs:
@@ -400,6 +404,8 @@ class SimEngine:
                             remaining -= 1
             self.policy.after_iteration(self.now)
             self._kv.add(self.now, sched.kv_cache_manager.usage)
+        if window_end != float("inf"):
+            self._snapshot()  # everything finished before the window's end
         return RunResult(
             policy=self.policy.name,
             records=self.records,
@@ -408,4 +414,9 @@ class SimEngine:
             virtual_seconds=self.now,
             wall_seconds=time.perf_counter() - wall,
             policy_stats={**self.policy.stats(), "swapped_bytes": self.swapped_bytes},
+            stopped_at=self.now if remaining else None,
+            engine_stats={
+                "compute_seconds": self.compute_seconds,
+                "swap_stall_seconds": self.stall_seconds,
+            },
         )

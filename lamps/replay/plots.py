@@ -1,7 +1,8 @@
-"""PNG plots of a replay's results (matplotlib, Agg backend)."""
+"""PNG plots of a replay's results (matplotlib, Agg backend): means with 95% intervals."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,34 +12,49 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from lamps.replay.stats import aggregate
 
-def _by_policy(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row["policy"], []).append(row)
-    for g in groups.values():
-        g.sort(key=lambda r: r["qps"])
-    return groups
+PANELS = (
+    ("steady_ttft_p99", "P99 TTFT, steady window (s)"),
+    ("steady_e2e_mean", "mean end-to-end latency, steady window (s)"),
+    ("steady_normalized_latency_mean", "normalized latency (s/token)"),
+    ("e2e_mean", "mean end-to-end latency, run to completion (s)"),
+)
 
 
-def plot_latency(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Mean/P99 end-to-end latency and mean/P99 TTFT against the arrival rate, per policy."""
-    panels = (
-        ("e2e_mean", "mean end-to-end latency (s)"),
-        ("e2e_p99", "P99 end-to-end latency (s)"),
-        ("ttft_mean", "mean TTFT (s)"),
-        ("ttft_p99", "P99 TTFT (s)"),
-    )
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
-    for ax, (key, label) in zip(axes, panels, strict=True):
-        for policy, group in _by_policy(rows).items():
-            ax.plot([r["qps"] for r in group], [r[key] for r in group], marker="o", label=policy)
+def _finite(x: float, cap: float) -> float:
+    return cap if math.isinf(x) or math.isnan(x) else x
+
+
+def plot_latency(
+    rows: Sequence[dict[str, Any]], path: Path, *, slo: float | None = None, banner: str = ""
+) -> Path:
+    """Each panel: a metric against the rate, one line per policy, 95% intervals as bands.
+
+    An infinite value (P99 TTFT with > 1% of requests never served) is drawn at the top."""
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.4 * len(PANELS), 3.9))
+    aggs = aggregate(rows, [k for k, _ in PANELS])
+    policies = sorted({a["policy"] for a in aggs})
+    for ax, (key, label) in zip(axes, PANELS, strict=True):
+        finite = [a[key].mean for a in aggs if math.isfinite(a[key].mean)]
+        cap = max(finite) * 3 if finite else 1.0
+        for policy in policies:
+            group = sorted((a for a in aggs if a["policy"] == policy), key=lambda a: a["qps"])
+            x = [a["qps"] for a in group]
+            y = [_finite(a[key].mean, cap) for a in group]
+            lo = [max(_finite(a[key].low, cap), 1e-6) for a in group]
+            hi = [_finite(a[key].high, cap) for a in group]
+            (line,) = ax.plot(x, y, marker="o", ms=3, label=policy)
+            ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+        if slo is not None and key == "steady_ttft_p99":
+            ax.axhline(slo, color="k", ls="--", lw=1, label=f"SLO {slo:g} s")
         ax.set_xlabel("arrival rate (requests/s)")
-        ax.set_ylabel(label)
-        # Overloaded baselines are orders of magnitude slower; a log axis keeps the rest apart.
+        ax.set_ylabel(label, fontsize=8)
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
+    if banner:
+        fig.suptitle(banner, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -46,29 +62,57 @@ def plot_latency(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 
 def plot_kv_usage(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """KV-cache usage over virtual time, one panel per rate, one line per policy."""
+    """KV-cache usage over virtual time (first seed), one panel per rate, a line per policy."""
+    rows = [r for r in rows if "kv_usage" in r]  # skipped rates and later seeds have none
     rates = sorted({r["qps"] for r in rows})
-    fig, axes = plt.subplots(1, len(rates), figsize=(4.2 * len(rates), 3.4), squeeze=False)
+    seed = min((r.get("seed", 0) for r in rows), default=0)
+    fig, axes = plt.subplots(
+        1, max(len(rates), 1), figsize=(4.2 * max(len(rates), 1), 3.4), squeeze=False
+    )
     for ax, qps in zip(axes[0], rates, strict=True):
-        for row in (r for r in rows if r["qps"] == qps):
+        for row in (r for r in rows if r["qps"] == qps and r.get("seed", 0) == seed):
             series = row["kv_usage"]
             ax.plot([p[0] for p in series], [p[1] for p in series], label=row["policy"], lw=1)
-        ax.set_title(f"{qps:g} requests/s")
+        ax.set_title(f"{qps:g} requests/s, seed {seed}", fontsize=9)
         ax.set_xlabel("virtual time (s)")
         ax.set_ylabel("KV cache usage")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
-def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Writes latency.png and kv_usage.png into ``out_dir``."""
+def write_plots(
+    rows: Sequence[dict[str, Any]], out_dir: Path, *, slo: float | None = None, banner: str = ""
+) -> list[Path]:
+    """Writes latency.png (the knee plot) and kv_usage.png into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
-        plot_latency(rows, out_dir / "latency.png"),
+        plot_latency(rows, out_dir / "latency.png", slo=slo, banner=banner),
         plot_kv_usage(rows, out_dir / "kv_usage.png"),
     ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lamps.replay.plots DIR``: (re)draws DIR's plots from its results.json."""
+    import json
+    import sys
+
+    from lamps.replay.metrics import read_rows
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = Path(args[0])
+    data = json.loads((out / "results.json").read_text())
+    prov = data.get("provenance") or {}
+    banner = f"results of commit {str(prov.get('commit'))[:12]}" + (
+        " DIRTY" if prov.get("dirty") else ""
+    )
+    write_plots(read_rows(out / "results.json"), out, slo=data.get("slo_ttft_p99"), banner=banner)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

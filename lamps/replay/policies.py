@@ -1,39 +1,52 @@
-"""The scheduling policies a replay compares; each names a vLLM scheduler class and its inputs."""
+"""The scheduling policies a replay compares, in a registry: name -> scheduler class, inputs.
+
+Each policy owns its scheduler class, its configuration (``additional_config``), the hints
+its requests carry (with its own prediction noise) and its API mode (``session``: a paused
+streaming session; ``stateless``: every turn a new request, as over the OpenAI API). To add
+one, subclass ``ReplayPolicy`` and call ``register`` with a factory and the source it follows;
+``lamps replay --help`` and the README list the registry.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from lamps.workloads import Arrival
 
-POLICY_NAMES = (
-    "vllm",
-    "vllm-preserve",
-    "infercept",
-    "infercept-paper",
-    "lamps-authors",
-    "continuum",
-    "continuum-code",
-    "lamps",
-    "lamps-oracle",
-    "lamps-no-rank",
-)
+ApiMode = Literal["session", "stateless"]
+API_MODES: tuple[ApiMode, ...] = ("session", "stateless")
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy factory is given: the scheduler cost model's config, noise, seed."""
+
+    cost_config: dict[str, Any]
+    noise: float = 0.0
+    seed: int = 0
 
 
 class ReplayPolicy:
     """Base: vLLM's own Scheduler with streaming sessions (API calls preserve the KV cache)."""
 
     name = "vllm-preserve"
-    sessions = True
+    api_mode: ApiMode = "session"
     queue_policy = "fcfs"
     swap = False
+    noisy = False  # whether --noise applies to its predictions
 
     def __init__(self) -> None:
         self.scheduler: Scheduler | None = None
+
+    @property
+    def sessions(self) -> bool:
+        """Whether API calls pause a session (False: every turn is a new request)."""
+        return self.api_mode == "session"
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
@@ -68,7 +81,7 @@ class VllmPolicy(ReplayPolicy):
     """Stock vLLM: an API call ends the request; the continuation re-enters FCFS at the back."""
 
     name = "vllm"
-    sessions = False
+    api_mode: ApiMode = "stateless"
 
 
 class VllmPreservePolicy(ReplayPolicy):
@@ -79,15 +92,16 @@ class VllmPreservePolicy(ReplayPolicy):
 
 class InferCeptPolicy(ReplayPolicy):
     """InferCept as its code does it (`lamps.baselines.infercept`): FCFS by original arrival,
-    per-iteration discards, passive budgeted swap under memory pressure."""
+    per-iteration discards, passive budgeted swap under memory pressure; ``paper``: as its
+    paper describes it (`lamps.baselines.infercept_paper`)."""
 
     name = "infercept"
     queue_policy = "priority"
     swap = True
 
-    def __init__(self, cost_model: str, *, paper: bool = False) -> None:
+    def __init__(self, cost_config: dict[str, Any], *, paper: bool = False) -> None:
         super().__init__()
-        self.cost_model = cost_model
+        self.cost_config = cost_config
         self.paper = paper
         if paper:
             self.name = "infercept-paper"
@@ -103,7 +117,7 @@ class InferCeptPolicy(ReplayPolicy):
         return InferCeptScheduler
 
     def additional_config(self) -> dict[str, Any]:
-        return {"infercept": {"profile": self.cost_model}}
+        return {"infercept": dict(self.cost_config)}
 
     def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
         super().attach(scheduler, clock)
@@ -129,20 +143,23 @@ class LampsPolicy(ReplayPolicy):
     def __init__(
         self,
         name: str,
+        cost_config: dict[str, Any],
         *,
         noise: float = 0.0,
         ranking: bool = True,
         seed: int = 0,
-        cost_model: str = "gptj-6b-a100",
+        switches: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not (noise >= 0 and np.isfinite(noise)):
             raise ValueError(f"noise must be finite and >= 0, got {noise}")
         self.name = name
         self.noise = noise
+        self.noisy = noise > 0
         self.ranking = ranking
         self.seed = seed
-        self.cost_model = cost_model
+        self.cost_config = cost_config
+        self.switches = dict(switches or {})
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
@@ -153,7 +170,12 @@ class LampsPolicy(ReplayPolicy):
     def additional_config(self) -> dict[str, Any]:
         # The periodic log line is for live servers; a replay reports its own table.
         return {
-            "lamps": {"profile": self.cost_model, "ranking": self.ranking, "log_interval_s": 0.0}
+            "lamps": {
+                **self.cost_config,
+                "ranking": self.ranking,
+                "log_interval_s": 0.0,
+                **self.switches,
+            }
         }
 
     def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
@@ -181,6 +203,22 @@ class LampsPolicy(ReplayPolicy):
         return dict(self.scheduler.lamps_stats.as_dict())  # type: ignore[union-attr]
 
 
+class LampsStatelessPolicy(LampsPolicy):
+    """LAMPS over the OpenAI API: every turn a new request of its session (`session_id`).
+
+    The finished turn is parked until the session's next request (`lamps.vllm.sessions`); the
+    last turn says `session_end`, as a client ending its session does.
+    """
+
+    api_mode: ApiMode = "stateless"
+
+    def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
+        hints = super().hints(arrival, segment)
+        if hints is not None and segment == len(arrival.request.segments) - 1:
+            hints["session_end"] = True
+        return hints
+
+
 class LampsAuthorsPolicy(ReplayPolicy):
     """LAMPS as its authors' code does it (`lamps.baselines.lamps_authors`), fed the trace's
     values plus Gaussian noise as its benchmark adds it (`fixed_final_tput_bench_real.py`
@@ -189,11 +227,12 @@ class LampsAuthorsPolicy(ReplayPolicy):
     name = "lamps-authors"
     queue_policy = "priority"
 
-    def __init__(self, *, noise: float = 0.0, seed: int = 0, cost_model: str) -> None:
+    def __init__(self, *, noise: float = 0.0, seed: int = 0, cost_config: dict[str, Any]) -> None:
         super().__init__()
         if not (noise >= 0 and np.isfinite(noise)):
             raise ValueError(f"noise must be finite and >= 0, got {noise}")
-        self.noise, self.seed, self.cost_model = noise, seed, cost_model
+        self.noise, self.seed, self.cost_config = noise, seed, cost_config
+        self.noisy = noise > 0
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
@@ -202,7 +241,7 @@ class LampsAuthorsPolicy(ReplayPolicy):
         return LampsAuthorsScheduler
 
     def additional_config(self) -> dict[str, Any]:
-        return {"lamps_authors": {"profile": self.cost_model}}
+        return {"lamps_authors": dict(self.cost_config)}
 
     def resume_arrival_time(self, arrival: Arrival, now: float) -> float:
         return arrival.time  # a resumed call keeps its sequence group's arrival (FCFS running)
@@ -228,12 +267,12 @@ class ContinuumPolicy(ReplayPolicy):
     """Continuum (`lamps.baselines.continuum`) over the stateless API, as it is deployed: each
     turn a new request carrying the whole context, the finished turn pinned for a TTL."""
 
-    sessions = False
+    api_mode: ApiMode = "stateless"
     queue_policy = "fcfs"
 
-    def __init__(self, name: str, ttl: str, cost_model: str) -> None:
+    def __init__(self, name: str, ttl: str, cost_config: dict[str, Any]) -> None:
         super().__init__()
-        self.name, self.ttl, self.cost_model = name, ttl, cost_model
+        self.name, self.ttl, self.cost_config = name, ttl, cost_config
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
@@ -242,7 +281,7 @@ class ContinuumPolicy(ReplayPolicy):
         return ContinuumScheduler
 
     def additional_config(self) -> dict[str, Any]:
-        return {"continuum": {"ttl": self.ttl, "profile": self.cost_model}}
+        return {"continuum": {"ttl": self.ttl, **self.cost_config}}
 
     def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
         super().attach(scheduler, clock)
@@ -257,26 +296,176 @@ class ContinuumPolicy(ReplayPolicy):
         return self.scheduler.continuum_stats()  # type: ignore[union-attr]
 
 
+@dataclass(frozen=True)
+class PolicySpec:
+    """A registered policy: how to build it and what it follows."""
+
+    name: str
+    factory: Callable[[PolicyContext], ReplayPolicy]
+    source: str
+    noisy: bool = False
+
+
+REGISTRY: dict[str, PolicySpec] = {}
+
+
+def register(
+    name: str, factory: Callable[[PolicyContext], ReplayPolicy], source: str, *, noisy: bool = False
+) -> None:
+    """Adds a policy to the registry (``noisy``: it takes ``--noise`` on its predictions)."""
+    if name in REGISTRY:
+        raise ValueError(f"policy {name!r} is already registered")
+    REGISTRY[name] = PolicySpec(name, factory, source, noisy)
+
+
+register(
+    "vllm",
+    lambda c: VllmPolicy(),
+    "vLLM 0.32 as shipped: each API call ends the request; the continuation is a new request "
+    "at the back of FCFS (stateless API mode)",
+)
+register(
+    "vllm-preserve",
+    lambda c: VllmPreservePolicy(),
+    "vLLM 0.32 streaming-input sessions: every paused session keeps its KV on the GPU, FCFS",
+)
+register(
+    "infercept",
+    lambda c: InferCeptPolicy(c.cost_config),
+    "this project's InferCept (lamps/baselines/infercept.py): per-step discard when W_d < W_p "
+    "on the remaining call time, budgeted swap, FCFS by original arrival, exact API times",
+)
+register(
+    "infercept-paper",
+    lambda c: InferCeptPolicy(c.cost_config, paper=True),
+    "InferCept as its paper describes it (lamps/baselines/infercept_paper.py): the swap budget "
+    "spent on the most wasteful pauses first, then min(W_p, W_d) for the rest",
+)
+register(
+    "lamps-authors",
+    lambda c: LampsAuthorsPolicy(noise=c.noise, seed=c.seed, cost_config=c.cost_config),
+    "LAMPS as its authors' code (mars-repository/mars-codebase) does it "
+    "(lamps/baselines/lamps_authors.py): preserve or discard, waiting+swapped ranked, "
+    "running FCFS, with --noise as its benchmark adds it",
+    noisy=True,
+)
+register(
+    "continuum",
+    lambda c: ContinuumPolicy("continuum", "paper", c.cost_config),
+    "Continuum (arXiv 2511.02230; lamps/baselines/continuum.py) over the stateless API: TTL "
+    "pins on tool calls chosen as its paper describes, program-level FCFS",
+)
+register(
+    "continuum-code",
+    lambda c: ContinuumPolicy("continuum-code", "code", c.cost_config),
+    "Continuum with the TTL rule of its code (Hanchenli/vllm-continuum)",
+)
+register(
+    "lamps",
+    lambda c: LampsPolicy("lamps", c.cost_config, noise=c.noise, seed=c.seed),
+    "LAMPS (arXiv 2410.18248) as this package implements it, trace predictions plus --noise",
+    noisy=True,
+)
+register(
+    "lamps-oracle",
+    lambda c: LampsPolicy("lamps-oracle", c.cost_config, seed=c.seed),
+    "LAMPS with exact predictions",
+)
+register(
+    "lamps-no-rank",
+    lambda c: LampsPolicy(
+        "lamps-no-rank", c.cost_config, noise=c.noise, ranking=False, seed=c.seed
+    ),
+    "LAMPS's strategy choice only, FCFS order (the paper's ablation), with --noise",
+    noisy=True,
+)
+
+ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "lamps-running-admission": (
+        {"running_order": "admission"},
+        "running list in vLLM's admission order (the authors' way): only waiting is ranked",
+    ),
+    "lamps-starve-none": ({"starvation_rule": "none"}, "no starvation prevention"),
+    "lamps-starve-seconds": (
+        {"starvation_rule": "seconds"},
+        "promote after starvation_seconds (30 s) of waiting",
+    ),
+    "lamps-starve-relative": (
+        {"starvation_rule": "relative"},
+        "promote after waiting starvation_factor (4) times the predicted service time",
+    ),
+    "lamps-starve-authors": (
+        {"starvation_rule": "authors"},
+        "the authors' rule: only requests that already ran count iterations waiting",
+    ),
+    "lamps-redecide-every-step": (
+        {"redecide": "every_step"},
+        "every preserved pause re-decided before each step on its remaining time (InferCept)",
+    ),
+    "lamps-redecide-demote": (
+        {"redecide": "demote"},
+        "pauses start preserved; all but the costliest demoted under memory pressure",
+    ),
+    "lamps-no-swap": ({"allow_swap": False}, "preserve or discard only (no swap)"),
+    "lamps-swap-budgeted": (
+        {"swap_policy": "budgeted"},
+        "swap within what one iteration hides (InferCept's t_sout budget)",
+    ),
+    "lamps-swap-largest-first": (
+        {"swap_policy": "largest_saving_first"},
+        "the iteration's swap budget spent on the largest waste saved first",
+    ),
+}
+"""The ablations: LAMPS with one design choice switched (``LampsConfig`` keys), with --noise.
+``lamps-no-rank`` (ranking off) and ``lamps-oracle`` (no noise) are registered above."""
+
+for _name, (_switches, _what) in ABLATIONS.items():
+    register(
+        _name,
+        lambda c, name=_name, switches=_switches: LampsPolicy(
+            name, c.cost_config, noise=c.noise, seed=c.seed, switches=switches
+        ),
+        f"ablation, LAMPS with {_switches}: {_what}",
+        noisy=True,
+    )
+
+register(
+    "lamps-stateless",
+    lambda c: LampsStatelessPolicy("lamps-stateless", c.cost_config, noise=c.noise, seed=c.seed),
+    "LAMPS over the OpenAI API (stateless API mode): the gap between a session's requests is "
+    "an API pause, its turn pinned, left to the prefix cache or swapped (lamps.vllm.sessions)",
+    noisy=True,
+)
+
+
+def policy_names() -> tuple[str, ...]:
+    """Every registered policy, in registration order."""
+    return tuple(REGISTRY)
+
+
+POLICY_NAMES = policy_names()
+"""The policies registered here (others may register more: use ``policy_names()``)."""
+
+
 def make_policy(
-    name: str, *, noise: float = 0.0, seed: int = 0, cost_model: str = "gptj-6b-a100"
+    name: str,
+    *,
+    noise: float = 0.0,
+    seed: int = 0,
+    cost_config: dict[str, Any] | None = None,
+    cost_model: str | None = None,
 ) -> ReplayPolicy:
-    """The policy called ``name`` (one of POLICY_NAMES); ``cost_model``: a CostModel profile."""
-    if name == "vllm":
-        return VllmPolicy()
-    if name == "vllm-preserve":
-        return VllmPreservePolicy()
-    if name == "infercept":
-        return InferCeptPolicy(cost_model)
-    if name == "infercept-paper":
-        return InferCeptPolicy(cost_model, paper=True)
-    if name == "lamps-authors":
-        return LampsAuthorsPolicy(noise=noise, seed=seed, cost_model=cost_model)
-    if name in ("continuum", "continuum-code"):
-        return ContinuumPolicy(name, "paper" if name == "continuum" else "code", cost_model)
-    if name == "lamps":
-        return LampsPolicy(name, noise=noise, seed=seed, cost_model=cost_model)
-    if name == "lamps-oracle":
-        return LampsPolicy(name, noise=0.0, seed=seed, cost_model=cost_model)
-    if name == "lamps-no-rank":
-        return LampsPolicy(name, noise=noise, ranking=False, seed=seed, cost_model=cost_model)
-    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+    """The policy called ``name``; ``cost_config``: ``{"profile": NAME}`` or ``{"cost_model":
+    {...}}`` for the schedulers' own cost model (``cost_model=NAME`` is short for a profile;
+    default: GPT-J-6B on an A100)."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(policy_names())}")
+    if cost_config is None:
+        cost_config = {"profile": cost_model or "gptj-6b-a100"}
+    return spec.factory(PolicyContext(cost_config, noise, seed))
+
+
+def describe_policies() -> str:
+    """One line per registered policy with its source (for --help and the README)."""
+    return "\n".join(f"  {s.name}: {s.source}" for s in REGISTRY.values())

@@ -1,20 +1,101 @@
-"""Simulated GPU profiles: a cost model plus the memory that bounds the KV cache."""
+"""Simulated GPU profiles: a model on a GPU, its engine clock and the memory bounding its KV.
+
+Each profile carries two separate things: the *engine model* (``EngineModel``, the simulated
+GPU's clock, from public measurements) and the *scheduler cost model* that LAMPS and InferCept
+are configured with (a ``lamps.CostModel`` profile name or explicit coefficients), which
+stays what those schedulers use on a real GPU.
+
+Sources of the engine coefficients (README, "Calibration"):
+- bandwidths and peak FLOPs: the vendors' data sheets (A100-40GB HBM2 1,555 GB/s, A100-80GB
+  2,039 GB/s, H100 SXM 3,350 GB/s; 312 / 989 dense fp16 TFLOPs; PCIe 4.0 / 5.0 x16 about 25 /
+  50 GB/s per direction for pinned copies);
+- efficiencies and per-token costs: ``microsoft/vidur``'s per-operation profiles
+  (``data/profiling/compute/{a100,h100}/meta-llama/{Llama-2-7b-hf,Meta-Llama-3-8B}/mlp.csv``
+  and the attention profile of commit e2d00e9, ``data/profiling/a100/attention.csv``,
+  A100-80GB): decode attention reads KV at 1,652 GB/s (81% of peak), weights stream at 71-72%
+  of peak, linear layers cost 0.0645 ms/token on an A100 (Llama-2-7B, 256-2,048 tokens,
+  0.269x that on an H100), prefill attention 2.37e-7 ms per (query, key) pair per layer at a
+  4,096-wide query (69 effective TFLOPs);
+- the per-step CPU overhead (2 ms): InferCept's GPT-J fit (c = 10 ms) less the weights' read.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from lamps import CostModel
+from lamps.replay.engine_model import EngineModel
 
 GIB = 1024**3
 
 
 @dataclass(frozen=True)
-class GpuProfile:
-    """A model on a GPU: iteration cost, KV bytes per token and the KV capacity they leave."""
+class Hardware:
+    """One GPU and its host link, as the engine model sees them."""
 
     name: str
-    cost_model: str
+    hbm_bytes_per_second: float
+    link_bytes_per_second: float
+    weight_read_efficiency: float
+    kv_read_efficiency: float
+    prefill_ms_per_token_pair: float  # per layer, at a 4,096-wide query
+    linear_scale: float  # per-token linear-layer time relative to an A100
+
+
+VIDUR_KV_READ_EFFICIENCY = 1652e9 / 2039e9
+VIDUR_PREFILL_MS_PER_PAIR_A100 = 2.373e-7
+
+A100_40GB = Hardware(
+    "A100-40GB", 1555e9, 25e9, 0.712, VIDUR_KV_READ_EFFICIENCY, VIDUR_PREFILL_MS_PER_PAIR_A100, 1.0
+)
+H100_80GB = Hardware(
+    "H100-SXM-80GB",
+    3350e9,
+    50e9,
+    0.72,
+    VIDUR_KV_READ_EFFICIENCY,
+    VIDUR_PREFILL_MS_PER_PAIR_A100 * 312 / 989,
+    0.269,
+)
+
+VIDUR_A_MS_PER_TOKEN_7B = 0.0645
+"""Linear layers of Llama-2-7B (6.74e9 parameters) per token on an A100, vidur's profile."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine configuration a replay runs: vLLM 0.32's defaults, or the paper's fork."""
+
+    name: str = "vllm-0.32"
+    enable_prefix_caching: bool = True
+    max_num_batched_tokens: int | None = None  # None: the profile's (vLLM's default there)
+    hidden_fraction: float = 1.0
+
+    def describe(self) -> str:
+        """One line for the results and the README."""
+        return (
+            f"{self.name}: prefix caching {'on' if self.enable_prefix_caching else 'off'}, "
+            f"token budget {self.max_num_batched_tokens or 'default'}, swap hidden fraction "
+            f"{self.hidden_fraction:g}"
+        )
+
+
+ENGINE_SETTINGS = {
+    "vllm-0.32": EngineSettings(),
+    # The 2024 vLLM fork InferCept and LAMPS ran: no automatic prefix caching (added to vLLM
+    # in 0.4), the 2,048-token budget of its SchedulerConfig default.
+    "paper": EngineSettings("paper", enable_prefix_caching=False, max_num_batched_tokens=2048),
+}
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    """A model on a GPU: engine clock, scheduler cost model, and the KV capacity they leave."""
+
+    name: str
+    cost_model: str | Mapping[str, float]
     memory_bytes: int
     weight_bytes: int
     num_layers: int
@@ -24,6 +105,12 @@ class GpuProfile:
     block_size: int = 16
     max_num_seqs: int = 1024
     max_num_batched_tokens: int = 2048
+    hardware: Hardware = A100_40GB
+    parameters: float = 6.05e9
+    q_dim: int = 4096
+    overhead_ms: float = 2.0
+    max_model_len: int = 2048
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         layout = 2 * self.num_layers * self.num_kv_heads * self.head_size * 2
@@ -33,14 +120,48 @@ class GpuProfile:
                 f"model {self.cost_model!r} says {self.cost().kv_bytes_per_token}"
             )
 
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """fp16 K and V of every layer."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_size * 2
+
     def cost(self) -> CostModel:
-        """The profile's cost model (iteration time, KV bytes per token, link bandwidth)."""
-        return CostModel.profile(self.cost_model)
+        """The scheduler cost model (LAMPS's and InferCept's own estimates)."""
+        if isinstance(self.cost_model, str):
+            return CostModel.profile(self.cost_model)
+        return CostModel(**self.cost_model, name=self.name)
+
+    def scheduler_cost_config(self) -> dict[str, Any]:
+        """The ``{"profile": ...}`` or ``{"cost_model": {...}}`` a scheduler is configured with."""
+        if isinstance(self.cost_model, str):
+            return {"profile": self.cost_model}
+        return {"cost_model": dict(self.cost_model)}
+
+    def engine_model(self, hidden_fraction: float = 1.0) -> EngineModel:
+        """The simulated GPU's clock for this model (see ``lamps.replay.engine_model``)."""
+        hw = self.hardware
+        scale = self.parameters / 6.74e9  # vidur's per-token cost was fitted on 6.74e9
+        return EngineModel(
+            a_ms_per_token=VIDUR_A_MS_PER_TOKEN_7B * hw.linear_scale * scale,
+            b_ms=1.3 * hw.linear_scale * scale,
+            weights_ms=1e3
+            * self.weight_bytes
+            / (hw.hbm_bytes_per_second * hw.weight_read_efficiency),
+            overhead_ms=self.overhead_ms,
+            kv_bytes_per_token=self.kv_bytes_per_token,
+            hbm_bytes_per_second=hw.hbm_bytes_per_second,
+            kv_read_efficiency=hw.kv_read_efficiency,
+            prefill_ms_per_token_pair=hw.prefill_ms_per_token_pair,
+            num_layers=self.num_layers,
+            q_dim=self.q_dim,
+            link_bytes_per_second=hw.link_bytes_per_second,
+            hidden_fraction=hidden_fraction,
+        )
 
     def num_blocks(self) -> int:
         """KV blocks that fit in the memory left after the weights."""
         kv_bytes = self.memory_bytes - self.weight_bytes
-        per_block = self.cost().kv_bytes_per_token * self.block_size
+        per_block = self.kv_bytes_per_token * self.block_size
         blocks = int(kv_bytes // per_block)
         if blocks < 1:
             raise ValueError(f"profile {self.name!r}: weights leave no room for the KV cache")
@@ -50,6 +171,17 @@ class GpuProfile:
         """Tokens the KV cache holds."""
         return self.num_blocks() * self.block_size
 
+
+# Llama-3.1-8B: 32 layers, 8 KV heads of 128 (GQA) -> 131,072 KV bytes per token; 8.03e9
+# parameters (16.06 GB fp16). Its scheduler cost model (no published fit exists) takes the
+# engine's: a = the linear layers' per-token slope, c = CPU overhead + reading the weights.
+_LLAMA31_8B_COST = {
+    "a_ms_per_token": 0.0207,
+    "c_ms": 8.66,
+    "kv_bytes_per_token": 131_072.0,
+    "link_bytes_per_second": 50e9,
+    "saturation_tokens": 384,
+}
 
 # GPT-J-6B: 6.05e9 fp16 parameters; 28 layers x 4096 hidden -> 2*28*4096*2 = 458,752 KV bytes
 # per token (the core's cost model carries that number). The paper limits the GPU to 40 GB for
@@ -61,9 +193,44 @@ PROFILES: dict[str, GpuProfile] = {
     "infercept-gptj-6b-a100": GpuProfile(
         "infercept-gptj-6b-a100", "infercept-gptj-6b-a100", 40 * GIB, 12_100_000_000, 28, 16, 256
     ),
-    # Vicuna-13B fp16 (~26 GB of weights) over two A100s limited to 40 GB each.
+    # Vicuna-13B fp16 (~26 GB of weights) over two A100s limited to 40 GB each; the engine
+    # model treats the pair as one GPU of twice the bandwidth (tensor parallel, no all-reduce).
     "vicuna-13b-2xa100": GpuProfile(
-        "vicuna-13b-2xa100", "vicuna-13b-2xa100", 80 * GIB, 26_000_000_000, 40, 40, 128
+        "vicuna-13b-2xa100",
+        "vicuna-13b-2xa100",
+        80 * GIB,
+        26_000_000_000,
+        40,
+        40,
+        128,
+        hardware=Hardware(
+            "2xA100-40GB",
+            2 * 1555e9,
+            50e9,
+            0.712,
+            VIDUR_KV_READ_EFFICIENCY,
+            VIDUR_PREFILL_MS_PER_PAIR_A100 / 2,
+            0.5,
+        ),
+        parameters=13.0e9,
+        q_dim=5120,
+    ),
+    # Llama-3.1-8B on one H100 SXM 80 GB at vLLM's default gpu_memory_utilization 0.9, for the
+    # agent trace's long contexts (max_model_len 131,072; the trace stays below 64k).
+    "llama31-8b-h100": GpuProfile(
+        "llama31-8b-h100",
+        _LLAMA31_8B_COST,
+        int(0.9 * 80 * GIB),
+        16_060_000_000,
+        32,
+        8,
+        128,
+        host_memory_bytes=128 * GIB,
+        max_num_batched_tokens=8192,  # vLLM's server default on GPUs of >= 70 GiB
+        hardware=H100_80GB,
+        parameters=8.03e9,
+        q_dim=4096,
+        max_model_len=65536,
     ),
 }
 
@@ -74,3 +241,13 @@ def get_profile(name: str) -> GpuProfile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}") from None
+
+
+def get_engine_settings(name: str) -> EngineSettings:
+    """The named engine settings; ValueError listing the known ones otherwise."""
+    try:
+        return ENGINE_SETTINGS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown engine settings {name!r}; known: {sorted(ENGINE_SETTINGS)}"
+        ) from None

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lamps.harness import TINY_LLAMA_VOCAB, write_tiny_llama
-from lamps.replay.engine import RequestRecord, RunResult
 from lamps.replay.metrics import summarize
 from lamps.replay.policies import LampsPolicy, ReplayPolicy, make_policy
+from lamps.replay.records import RequestRecord, RunResult
 from lamps.replay.runner import ReplayConfig, arrivals_for
 from lamps.workloads import Arrival, TraceSegment, Workload, WorkloadRequest
 

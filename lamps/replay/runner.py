@@ -1,42 +1,53 @@
-"""Runs every (policy, rate) combination of a replay with identical arrivals per rate."""
+"""Runs every (policy, rate, seed) of a replay, with identical arrivals per (rate, seed).
+
+Each run replays arrivals over ``[0, duration)``, notes the steady window at ``duration``
+(``lamps.replay.metrics``) and goes on until every arrival has finished or the drain limit
+(``drain * duration``) is reached, so one run gives both the steady-window and the
+run-to-completion view (the state at ``duration`` does not depend on what happens after).
+"""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
+import logging
 import math
 import multiprocessing
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lamps.replay.policies import POLICY_NAMES, make_policy
-from lamps.replay.profiles import get_profile
+from lamps.replay.policies import make_policy, policy_names
+from lamps.replay.profiles import get_engine_settings, get_profile
 from lamps.workloads import Arrival, Workload, poisson_arrivals
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """What to replay: policies x rates over one workload, one seed (defaults: `lamps replay`'s,
-    sized to finish within two minutes on a 2-core machine)."""
+    """What to replay: policies x rates x seeds over one workload."""
 
     policies: tuple[str, ...] = ("vllm", "infercept", "lamps")
     qps: tuple[float, ...] = (5.0, 6.0)
     duration: float = 300.0
     profile: str = "gptj-6b-a100"
+    engine: str = "vllm-0.32"
+    hidden_fraction: float = 1.0
     noise: float = 0.0
     seed: int = 0
+    seeds: tuple[int, ...] = ()
+    warmup: float = 0.1
+    cutoff: float = 0.8
+    drain: float = 2.0
+    stop_past: float | None = None  # skip a policy's higher rates once its P99 TTFT passes this
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.policies:
             raise ValueError("policies: at least one policy is needed")
+        known = policy_names()
         for p in self.policies:
-            if p not in POLICY_NAMES:
-                raise ValueError(
-                    f"policies: unknown policy {p!r}; known: {', '.join(POLICY_NAMES)}"
-                )
+            if p not in known:
+                raise ValueError(f"policies: unknown policy {p!r}; known: {', '.join(known)}")
         if len(set(self.policies)) != len(self.policies):
             raise ValueError(f"policies: duplicates in {self.policies}")
         if not self.qps:
@@ -48,27 +59,38 @@ class ReplayConfig:
             raise ValueError(f"duration: must be finite and > 0, got {self.duration}")
         if not (math.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"noise: must be finite and >= 0, got {self.noise}")
+        if not 0 <= self.hidden_fraction <= 1:
+            raise ValueError(f"hidden_fraction: must be in [0, 1], got {self.hidden_fraction}")
+        if not 0 <= self.warmup < self.cutoff <= 1:
+            raise ValueError(f"need 0 <= warmup < cutoff <= 1, got {self.warmup}, {self.cutoff}")
+        if not self.drain >= 1:
+            raise ValueError(f"drain: must be >= 1 (a multiple of duration), got {self.drain}")
         get_profile(self.profile)
+        get_engine_settings(self.engine)
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds to run (``seeds``, else the single ``seed``)."""
+        return self.seeds or (self.seed,)
 
 
 def arrivals_for(workload: Workload, config: ReplayConfig) -> dict[float, list[Arrival]]:
-    """The arrivals of each rate; every policy replays the same list."""
+    """The arrivals of each rate for ``config.seed``; every policy replays the same list."""
     return {q: poisson_arrivals(workload, q, config.duration, config.seed) for q in config.qps}
 
 
-def source_digest() -> str:
-    """SHA-256 (12 hex) of the lamps Python sources a replay ran (results provenance)."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
+def quiet_vllm_logs() -> None:
+    """vLLM warns once per scheduler built (block size, connector API, ...), and a replay builds
+    one per (policy, rate, seed): its loggers go quiet below ERROR unless
+    ``LAMPS_VLLM_LOGS=1`` (``lamps replay --vllm-logs``)."""
+    if os.environ.get("LAMPS_VLLM_LOGS") != "1":
+        logging.getLogger("vllm").setLevel(logging.ERROR)
 
 
 def _import_everything() -> None:
     # Load every module a replay uses before the first job starts, so that sources edited
     # while a long replay runs cannot mix old and new code in one worker.
+    quiet_vllm_logs()
     import lamps.baselines.continuum
     import lamps.baselines.infercept
     import lamps.baselines.infercept_paper
@@ -87,81 +109,121 @@ def run_one(
     arrivals: list[Arrival],
     on_finish: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
-    """Replays one (policy, rate) and returns its metrics row."""
+    """Replays one (policy, rate) for ``config.seed`` and returns its metrics row."""
     from lamps.replay.engine import SimEngine
-    from lamps.replay.metrics import summarize
+    from lamps.replay.metrics import SteadyWindow, summarize
 
     profile = get_profile(config.profile)
+    settings = replace(get_engine_settings(config.engine), hidden_fraction=config.hidden_fraction)
     policy = make_policy(
-        policy_name, noise=config.noise, seed=config.seed, cost_model=profile.cost_model
+        policy_name,
+        noise=config.noise,
+        seed=config.seed,
+        cost_config=profile.scheduler_cost_config(),
     )
+    window = SteadyWindow.for_duration(config.duration, config.warmup, config.cutoff)
     engine = SimEngine(
         profile,
         policy,
         arrivals,
+        settings=settings,
+        window_end=window.end,
+        stop_at=config.drain * config.duration,
         kv_bin_seconds=max(config.duration / 200, 1.0),
         on_finish=on_finish,
     )
     result = engine.run()
-    noise = config.noise if policy_name in ("lamps", "lamps-no-rank") else 0.0
     return summarize(
         result,
         qps,
-        kv_bytes_per_token=profile.cost().kv_bytes_per_token,
+        kv_bytes_per_token=profile.kv_bytes_per_token,
+        window=window,
         extra={
-            "noise": noise,
+            "noise": config.noise if policy.noisy else 0.0,
             "duration": config.duration,
             "profile": profile.name,
+            "engine_settings": settings.describe(),
+            "hidden_fraction": settings.hidden_fraction,
+            "api_mode": policy.api_mode,
             "workload": workload.name,
             "seed": config.seed,
             "engine": "sim",
-            "source_digest": source_digest(),
         },
     )
 
 
 def _run_job(args: tuple[Workload, ReplayConfig, str, float]) -> dict[str, Any]:
     workload, config, policy, qps = args
-    arrivals = arrivals_for(workload, ReplayConfig(**{**config.__dict__, "qps": (qps,)}))[qps]
+    arrivals = poisson_arrivals(workload, qps, config.duration, config.seed)
     return run_one(workload, config, policy, qps, arrivals)
 
 
+def jobs_of(config: ReplayConfig) -> list[tuple[ReplayConfig, str, tuple[float, ...]]]:
+    """Every (single-seed config, policy, rates) chain of a replay; a chain runs its rates in
+    ascending order (so it can stop once the policy is past saturation)."""
+    rates = tuple(sorted(config.qps))
+    return [
+        (replace(config, seed=s, seeds=()), p, rates)
+        for s in config.seed_list
+        for p in config.policies
+    ]
+
+
+def saturated_row(policy: str, qps: float, config: ReplayConfig, workload: str) -> dict[str, Any]:
+    """The row of a rate not run because the policy was already past saturation below it."""
+    return {
+        "policy": policy,
+        "qps": qps,
+        "seed": config.seed,
+        "workload": workload,
+        "skipped": "past saturation at a lower rate",
+        "steady_ttft_p99": math.inf,
+        "steady_normalized_latency_mean": math.inf,
+    }
+
+
+def _run_chain(args: tuple[Workload, ReplayConfig, str, tuple[float, ...]]) -> list[dict[str, Any]]:
+    workload, config, policy, rates = args
+    rows: list[dict[str, Any]] = []
+    for i, qps in enumerate(rates):
+        row = _run_job((workload, config, policy, qps))
+        rows.append(row)
+        if config.stop_past is not None and not row["steady_ttft_p99"] <= config.stop_past:
+            rows += [saturated_row(policy, q, config, workload.name) for q in rates[i + 1 :]]
+            break
+    return rows
+
+
 def run_all(
-    workload: Workload,
+    workload: Workload | Callable[[int], Workload],
     config: ReplayConfig,
     *,
     jobs: int = 1,
-    progress: Callable[[int], None] | None = None,
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """All (policy, rate) rows; ``progress(n)`` is told of each finished request (or run),
-    ``on_row(rows_so_far)`` of each finished run."""
+    """All (policy, rate, seed) rows; ``workload`` may depend on the seed (a synthetic one).
+
+    ``on_row(rows_so_far)`` is told of each finished chain (a policy's rates for one seed)."""
     _import_everything()
-    arrivals = arrivals_for(workload, config)
-    combos = [(p, q) for q in config.qps for p in config.policies]
+    combos = jobs_of(config)
+
+    def load(seed: int) -> Workload:
+        return workload(seed) if callable(workload) else workload
+
+    rows: list[dict[str, Any]] = []
     if jobs <= 1:
-        rows = []
-        for p, q in combos:
-            tick = (lambda _rec: progress(1)) if progress else None
-            rows.append(run_one(workload, config, p, q, arrivals[q], on_finish=tick))
+        for cfg, p, rates in combos:
+            rows += _run_chain((load(cfg.seed), cfg, p, rates))
             if on_row:
                 on_row(rows)
         return rows
-    rows_by_key: dict[tuple[str, float], dict[str, Any]] = {}
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(
         max_workers=jobs, mp_context=ctx, initializer=_import_everything
     ) as pool:
-        futures = {pool.submit(_run_job, (workload, config, p, q)): (p, q) for p, q in combos}
+        futures = [pool.submit(_run_chain, (load(c.seed), c, p, r)) for c, p, r in combos]
         for fut in cf.as_completed(futures):
-            rows_by_key[futures[fut]] = fut.result()
-            if progress:
-                progress(len(arrivals[futures[fut][1]]))
+            rows += fut.result()
             if on_row:
-                on_row([rows_by_key[c] for c in combos if c in rows_by_key])
-    return [rows_by_key[c] for c in combos]
-
-
-def total_requests(workload: Workload, config: ReplayConfig) -> int:
-    """Requests the whole replay processes (for a progress bar)."""
-    return sum(len(a) for a in arrivals_for(workload, config).values()) * len(config.policies)
+                on_row(rows)
+    return rows

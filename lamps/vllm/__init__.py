@@ -5,7 +5,12 @@ Public surface (stable; see README "Using LAMPS with vLLM"):
 - `LampsConfig`: settings from `additional_config={"lamps": {...}}`, `LAMPS_*` env vars or
   `LAMPS_CONFIG=file.json`.
 - `LampsStats`: counters, read from `scheduler.lamps_stats`.
-- `Hints` / `HINTS_KEY`: per-request hints in `SamplingParams.extra_args["lamps"]`.
+- `Hints` / `HINTS_KEY`: per-request hints in `SamplingParams.extra_args["lamps"]`, or flat
+  `lamps_<name>` keys (vLLM's OpenAI `vllm_xargs`); the schema is `lamps.vllm.hints.SCHEMA`.
+- HTTP sessions: requests with vLLM's `session_id` park their turn between requests
+  (`lamps.vllm.sessions`, `scheduler.lamps_sessions`).
+- `lamps.vllm.metrics.LampsStatLogger`: the counters on vLLM's `/metrics` (a
+  `vllm.stat_logger_plugins` entry point).
 - `scheduler.set_clock(fn)`: clock for pause durations (the replay harness's virtual clock).
 """
 

@@ -2,10 +2,13 @@
 
 The LAMPS schedulers and the baselines attach to vLLM's `Scheduler` through private hooks; this
 is the only module that names them. `SchedulerHooks` overrides them and reports plain events
-(a turn ended, a session paused, a session resumed, requests were scheduled, a request was
-freed); `release_kv` frees a paused session's KV through vLLM's own preemption path and
-`enqueue_waiting` queues a request the way vLLM does. `PRIVATE_MEMBERS` lists everything used
-(the contract test checks each against the installed vLLM). Importing this module checks the
+(a turn ended, a session paused, a session resumed, requests were scheduled, a request is about
+to be freed and was freed, an allocation found too few free KV blocks: the scheduler's
+`KVCacheManager.allocate_slots` is wrapped on the instance for that one); `release_kv` frees a
+paused session's KV through vLLM's own preemption path and `enqueue_waiting` queues a request
+the way vLLM does; `attach_stats_payload` / `take_stats_payload` carry LAMPS' counts inside
+vLLM's `SchedulerStats`. `PRIVATE_MEMBERS` lists everything used (the contract test checks each
+against the installed vLLM). Importing this module checks the
 vLLM version and fails with a readable message outside the tested range.
 
 Where 0.32 and 0.33 differ:
@@ -109,6 +112,31 @@ PRIVATE_MEMBERS: tuple[PrivateMember, ...] = (
 )
 
 
+# LAMPS' counters travel from the engine-core process to the front end inside vLLM's own
+# SchedulerStats (the only per-step channel from a scheduler to the stat loggers). vLLM decodes
+# it into its declared type, so a subclass's extra fields would be dropped; its one typed
+# mapping of counts that vLLM's loggers read by known keys only is `num_kv_fetch_reqs_by_stage`
+# (dict[str, int]). LAMPS' counts ride there under keys with this prefix; LAMPS' stat logger
+# (a `vllm.stat_logger_plugins` entry, called before vLLM's own loggers) takes them out.
+STATS_KEY_PREFIX = "lamps:"
+
+
+def attach_stats_payload(scheduler_stats: Any, payload: dict[str, int]) -> None:
+    """Put LAMPS' counts (integers) into a SchedulerStats."""
+    carrier = scheduler_stats.num_kv_fetch_reqs_by_stage
+    for key, value in payload.items():
+        carrier[STATS_KEY_PREFIX + key] = int(value)
+
+
+def take_stats_payload(scheduler_stats: Any) -> dict[str, int] | None:
+    """Remove and return LAMPS' counts from a SchedulerStats (None when it carries none)."""
+    carrier = scheduler_stats.num_kv_fetch_reqs_by_stage
+    keys = [k for k in carrier if k.startswith(STATS_KEY_PREFIX)]
+    if not keys:
+        return None
+    return {k[len(STATS_KEY_PREFIX) :]: carrier.pop(k) for k in keys}
+
+
 class _RequeueSink:
     """Stands in for `waiting` while vLLM's preemption path runs: swallows its re-queue."""
 
@@ -176,6 +204,22 @@ class SchedulerHooks:
         super().__init__(*args, **kwargs)
         self._compat_stopping: Request | None = None
         self._compat_continuing: list[Request] = []
+        self._compat_wrap_allocate_slots()
+
+    def _compat_wrap_allocate_slots(self) -> None:
+        # vLLM's schedule() preempts running requests (and stops admitting waiting ones) when
+        # KVCacheManager.allocate_slots answers None; give the subclass a chance to free
+        # blocks first, then ask again.
+        manager = self.kv_cache_manager  # type: ignore[attr-defined]
+        allocate = manager.allocate_slots
+
+        def allocate_slots(*args: Any, **kwargs: Any) -> Any:
+            blocks = allocate(*args, **kwargs)
+            while blocks is None and self.on_kv_shortage():
+                blocks = allocate(*args, **kwargs)
+            return blocks
+
+        manager.allocate_slots = allocate_slots
 
     # ----- events ---------------------------------------------------------------------------
 
@@ -191,8 +235,19 @@ class SchedulerHooks:
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
         """A step was scheduled; `num_computed_tokens` do not count its tokens yet."""
 
+    def on_finishing(self, request: Request) -> None:
+        """A finished request is about to be freed: it still holds its KV blocks."""
+
     def on_freed(self, request: Request) -> None:
         """vLLM freed a finished request (it may still sit in a waiting queue)."""
+
+    def on_kv_shortage(self) -> bool:
+        """An allocation found too few free KV blocks, before vLLM preempts or stops admitting.
+
+        Return True after freeing some blocks (the allocation is tried again), False when
+        nothing more can be freed (vLLM then goes on as it would).
+        """
+        return False
 
     # ----- vLLM's hooks ---------------------------------------------------------------------
 
@@ -248,6 +303,7 @@ class SchedulerHooks:
         super()._update_after_schedule(scheduler_output)  # type: ignore[misc]
 
     def _free_request(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        self.on_finishing(request)
         result = super()._free_request(request, *args, **kwargs)  # type: ignore[misc]
         self.on_freed(request)
         return result

@@ -85,6 +85,11 @@ class LampsConfig:
     starvation_factor: float = 4.0
     redecide: str = "overrun"
     swap_policy: str = "unbudgeted"
+    sessions: bool = True
+    session_idle_timeout_s: float = 300.0
+    session_max_pin_s: float = 60.0
+    session_max_parked_fraction: float = 0.5
+    max_sessions: int = 65536
 
     def __post_init__(self) -> None:
         if not isinstance(self.profile, str) or not self.profile:
@@ -115,6 +120,16 @@ class LampsConfig:
                 )
         _check_float(self.starvation_seconds, "starvation_seconds")
         _check_float(self.starvation_factor, "starvation_factor")
+        _check_bool(self.sessions, "sessions")
+        _check_float(self.session_idle_timeout_s, "session_idle_timeout_s")
+        _check_float(self.session_max_pin_s, "session_max_pin_s")
+        _check_float(self.session_max_parked_fraction, "session_max_parked_fraction")
+        if self.session_max_parked_fraction > 1:
+            raise ValueError(
+                "lamps config 'session_max_parked_fraction' must be in [0, 1], "
+                f"got {self.session_max_parked_fraction!r}"
+            )
+        _check_int(self.max_sessions, "max_sessions", minimum=1)
 
     def make_cost_model(self, kv_bytes_per_token: float | None = None) -> Any:
         """The lamps.CostModel these settings name.
@@ -218,7 +233,7 @@ def served_kv_bytes_per_token(kv_cache_config: Any) -> float | None:
 def _parse_env(key: str, raw: str) -> Any:
     if key == "profile" or key in CHOICES:
         return raw
-    if key in ("ranking", "allow_swap"):
+    if key in ("ranking", "allow_swap", "sessions"):
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True

@@ -145,8 +145,12 @@ class PauseController:
         self, now: float, requests: Mapping[str, Request], states: Callable[[str], Any]
     ) -> None:
         deadlines = self._deadlines
+        due = []
         while deadlines and deadlines[0][0] <= now:
-            _, _, request_id, epoch = heapq.heappop(deadlines)
+            due.append(heapq.heappop(deadlines))
+        # Only what was due when the step began: a swap held back by its budget is re-checked
+        # from its pause's start, i.e. now again, and would otherwise be re-decided forever.
+        for _, _, request_id, epoch in due:
             state = states(request_id)
             request = requests.get(request_id)
             if (
@@ -235,9 +239,11 @@ class PauseController:
         self._preserved.pop(request.request_id, None)
         state.pending_class = None
         if strategy == Strategy.SWAP:
+            tokens = request.num_computed_tokens
             if self._pauses.swap(request):
                 state.strategy = Strategy.SWAP
                 self._stats.swapped += 1
+                self._stats.swapped_bytes += int(tokens * self._cost.kv_bytes_per_token)
                 return
             self._stats.swap_fallbacks += 1
             if not self._pauses.can_swap and not self._swap_warned:

@@ -31,14 +31,17 @@ from vllm.v1.request import Request, StreamingUpdate
 
 from lamps._core import RankingQueue, Strategy
 from lamps.vllm.batch import BatchEstimator
-from lamps.vllm.compat import SchedulerHooks
+from lamps.vllm.compat import SchedulerHooks, attach_stats_payload
 from lamps.vllm.config import LampsConfig, served_kv_bytes_per_token
-from lamps.vllm.hints import parse_hints
+from lamps.vllm.hints import Hints, parse_hints
+from lamps.vllm.metrics import stats_payload
 from lamps.vllm.pause_policy import PauseController
 from lamps.vllm.pausing import KvPauses
 from lamps.vllm.predictors import Forecaster
 from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.scoring import Scorer, score_inputs
+from lamps.vllm.session_state import session_swap_path
+from lamps.vllm.sessions import SessionParking
 from lamps.vllm.state import RequestState, RequestTable
 from lamps.vllm.stats import LampsStats, StatsLog
 
@@ -99,6 +102,11 @@ class _LampsMixin(SchedulerHooks):
             self.kv_pauses, self._batch, self._cost, block_pool.get_num_free_blocks,
             self.lamps_stats, allow_swap=cfg.allow_swap, redecide=cfg.redecide,
             swap_policy=cfg.swap_policy,
+        )  # fmt: skip
+        self._sessions = SessionParking(
+            self.kv_pauses, self._batch, self._cost, cfg, self.lamps_stats, self.forecaster,
+            self.block_size, block_pool.num_gpu_blocks, block_pool.get_num_free_blocks,
+            session_swap_path(self.connector),
         )  # fmt: skip
         self._batch_key_at_rescore: tuple[float, float, float] | None = None
         self._last_rescore_iteration = -(1 << 62)
@@ -165,7 +173,11 @@ class _LampsMixin(SchedulerHooks):
         """Record a request's score inputs in the table and return its score (the queues' key)."""
         if not self.lamps_config.ranking:
             return 0.0  # FCFS: equal scores fall back to arrival order
-        turn = self.forecaster.turn(state.hints, request.max_tokens, request.resumable)
+        hints, continues = state.hints, request.resumable
+        if request.session_id is not None and not request.resumable:
+            # A turn of a stateless session: forecast with what the session has shown.
+            hints, continues = self._sessions.forecast_hints(request, hints)
+        turn = self.forecaster.turn(hints, request.max_tokens, continues)
         inputs = score_inputs(request, turn)
         self._table.set_inputs(state.slot, inputs)
         return self._scorer.score(inputs, self._batch.state)
@@ -197,6 +209,7 @@ class _LampsMixin(SchedulerHooks):
             if promoted:
                 running_scores[promoted] = -math.inf
         self._pause_policy.before_step(now, self.requests, self._table.get)
+        self._sessions.before_step(now)
         if self.lamps_config.ranking:
             self._maybe_rescore()
             if running_scores is not None:
@@ -245,13 +258,33 @@ class _LampsMixin(SchedulerHooks):
     def add_request(self, request: Request) -> None:
         if request.request_id not in self.requests:
             self._table.release(request.request_id)
-            hints, warnings = parse_hints(
-                request.sampling_params.extra_args if request.sampling_params else None,
-                request.request_id, logger,
-            )  # fmt: skip
-            self.lamps_stats.hint_warnings += warnings
+            hints = self._read_hints(request)
             self._table.add(request.request_id, hints)
+            if request.session_id is not None and not request.resumable:
+                self._sessions.on_arrival(request, self._clock())
         super().add_request(request)  # type: ignore[misc]
+
+    def _read_hints(self, request: Request) -> Hints:
+        params = request.sampling_params
+        hints, warnings = parse_hints(
+            params.extra_args if params else None, request.request_id, logger
+        )
+        self.lamps_stats.hint_warnings += warnings
+        if hints.any():
+            self.lamps_stats.hinted_requests += 1
+            logger.debug("LAMPS: request %s: hints %s", request.request_id, hints)
+        return hints
+
+    def on_finishing(self, request: Request) -> None:
+        if request.session_id is None or request.resumable:
+            return
+        state = self._table.get(request.request_id)
+        hints = state.hints if state is not None else Hints()
+        self._sessions.on_finishing(request, hints, self._clock())
+
+    def on_kv_shortage(self) -> bool:
+        # Parked turns give their pinned blocks back before vLLM preempts a running request.
+        return self._sessions.release_for_pressure(self._clock())
 
     def on_freed(self, request: Request) -> None:
         # vLLM frees a request that stopped while preempted (async scheduling: its last token
@@ -273,6 +306,9 @@ class _LampsMixin(SchedulerHooks):
             stats.prefix_hit_tokens += admission.restored_tokens
             stats.recomputed_tokens += admission.recomputed_tokens
         self._batch.step_scheduled(scheduler_output.total_num_scheduled_tokens)
+        self._sessions.on_scheduled(
+            (r.req_id for r in scheduler_output.scheduled_new_reqs), self.requests
+        )
 
     # ----- API pauses -------------------------------------------------------------------------
 
@@ -300,17 +336,18 @@ class _LampsMixin(SchedulerHooks):
             state.pause_started = None
         state.strategy = None
         self._pause_policy.forget(session.request_id)
-        hints, warnings = parse_hints(
-            session.sampling_params.extra_args if session.sampling_params else None,
-            session.request_id, logger,
-        )  # fmt: skip
-        state.hints = hints
-        self.lamps_stats.hint_warnings += warnings
+        state.hints = self._read_hints(session)
         self.kv_pauses.unpark(session)
 
     # ----- logging ----------------------------------------------------------------------------
 
+    @property
+    def lamps_sessions(self) -> SessionParking:
+        """The parked turns of stateless sessions (`lamps.vllm.sessions`)."""
+        return self._sessions
+
     def _queues_summary(self) -> str:
+        self._sessions.update_gauges()
         return (
             f"running={len(self.running)} "
             f"waiting={len(self.waiting) + len(self.kv_holding_waiting)} "
@@ -324,6 +361,19 @@ class _LampsMixin(SchedulerHooks):
             # Going idle: no step comes to print what happened since the last line.
             self._log.maybe_log(self._clock(), self._queues_summary(), force=True)
         return outputs
+
+    def reset_prefix_cache(self, *args: Any, **kwargs: Any) -> bool:
+        # vLLM refuses to reset while any block is in use: parked turns' pins must go first.
+        self._sessions.release_all_pins()
+        return super().reset_prefix_cache(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
+    def make_stats(self, *args: Any, **kwargs: Any) -> Any:
+        stats = super().make_stats(*args, **kwargs)  # type: ignore[misc]
+        if stats is not None:
+            # Carried to the front end for LAMPS' stat logger (lamps.vllm.metrics).
+            self._sessions.update_gauges()
+            attach_stats_payload(stats, stats_payload(self.lamps_stats))
+        return stats
 
     def shutdown(self) -> None:
         self._log.maybe_log(self._clock(), self._queues_summary(), force=True)

@@ -1,4 +1,10 @@
-"""What the LAMPS scheduler did, as counters, and the periodic log line built from them."""
+"""What the LAMPS scheduler did, as counters and gauges, and the periodic log line built from them.
+
+Every field of `LampsStats` carries its own description in its metadata: the label used in the
+log line, a help text, whether it is a counter (cumulative) or a gauge (a current value), and
+the Prometheus series it is published as (`lamps.vllm.metrics`), optionally with a label that
+splits one series by strategy.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +14,106 @@ from typing import Any
 
 logger = logging.getLogger("vllm.lamps")
 
+COUNTER = "counter"
+GAUGE = "gauge"
 
-def _counter(label: str, help_text: str, scale: float = 1.0, fmt: str = "d") -> Any:
-    return field(default=0, metadata={"label": label, "help": help_text, "scale": scale,
-                                      "fmt": fmt})  # fmt: skip
+
+def _stat(
+    label: str,
+    help_text: str,
+    *,
+    kind: str = COUNTER,
+    scale: float = 1.0,
+    fmt: str = "d",
+    series: str | None = None,
+    strategy: str | None = None,
+) -> Any:
+    metadata = {"label": label, "help": help_text, "kind": kind, "scale": scale, "fmt": fmt,
+                "series": series or f"lamps_{label}", "strategy": strategy}  # fmt: skip
+    return field(default=0, metadata=metadata)
+
+
+def _gauge(label: str, help_text: str, **kwargs: Any) -> Any:
+    return _stat(label, help_text, kind=GAUGE, **kwargs)
 
 
 @dataclass
 class LampsStats:
-    """Cumulative counters; each field's metadata names it in the log line and says what it is."""
+    """Counters (cumulative) and gauges (current values) of one LAMPS scheduler."""
 
-    pauses: int = _counter("pauses", "API pauses seen (session turns that ended for input)")
-    preserved: int = _counter("preserve", "pauses whose KV was kept on the GPU at first")
-    discarded: int = _counter("discard", "discards applied (at a pause or by a re-decision)")
-    swapped: int = _counter("swap", "swaps applied (at a pause or by a re-decision)")
-    swap_fallbacks: int = _counter("swap_fallback", "swaps no swap path took: discarded")
-    redecided: int = _counter("redecided", "preserved pauses re-decided after overrunning")
-    resumed: int = _counter("resumed", "pauses ended by their next input")
-    recomputed_tokens: int = _counter(
+    pauses: int = _stat("pauses", "API pauses seen (session turns that ended for input)")
+    preserved: int = _stat("preserve", "pauses whose KV was kept on the GPU at first",
+                           series="lamps_pause_decisions", strategy="preserve")  # fmt: skip
+    discarded: int = _stat("discard", "discards applied (at a pause or by a re-decision)",
+                           series="lamps_pause_decisions", strategy="discard")  # fmt: skip
+    swapped: int = _stat("swap", "swaps applied (at a pause or by a re-decision)",
+                         series="lamps_pause_decisions", strategy="swap")  # fmt: skip
+    swap_fallbacks: int = _stat("swap_fallback", "swaps no swap path took: discarded")
+    redecided: int = _stat("redecided", "preserved pauses re-decided after overrunning")
+    resumed: int = _stat("resumed", "pauses ended by their next input")
+    recomputed_tokens: int = _stat(
         "recomputed_tokens", "released context tokens computed again at resume"
     )
-    prefix_hit_tokens: int = _counter(
+    prefix_hit_tokens: int = _stat(
         "prefix_hit_tokens", "released context tokens the prefix cache or a swap-in gave back"
     )
-    promotions: int = _counter("promotions", "starvation promotions")
-    ranking_seconds: float = _counter(
-        "ranking_ms", "seconds of LAMPS bookkeeping before the steps", scale=1e3, fmt=".2f"
+    # Sessions across stateless turns (lamps.vllm.sessions).
+    session_turns: int = _stat("session_turns", "finished requests that carried a session id")
+    session_preserved: int = _stat(
+        "session_preserve", "session turns parked with their KV blocks pinned",
+        series="lamps_session_parks", strategy="preserve",
+    )  # fmt: skip
+    session_discarded: int = _stat(
+        "session_discard", "session turns left to vLLM's evictable prefix cache",
+        series="lamps_session_parks", strategy="discard",
+    )  # fmt: skip
+    session_swapped: int = _stat(
+        "session_swap", "session turns copied to host memory through the swap connector",
+        series="lamps_session_parks", strategy="swap",
+    )  # fmt: skip
+    takeovers: int = _stat("takeovers", "parked turns taken over by their session's next request")
+    parked_tokens: int = _stat(
+        "parked_tokens", "tokens in the full KV blocks of parked turns that were taken over"
     )
-    rescores: int = _counter("rescores", "full re-scores of the waiting queues")
-    hint_warnings: int = _counter("hint_warnings", "invalid hint fields ignored")
+    recovered_tokens: int = _stat(
+        "recovered_tokens",
+        "of those, tokens the next request found cached (pinned, prefix cache or swap-in)",
+    )
+    session_redecided: int = _stat(
+        "session_redecided",
+        "parked turns whose strategy a re-decision changed (an overrun gap, a changed load)",
+    )
+    pressure_releases: int = _stat(
+        "pressure_releases", "pinned turns given back because an allocation lacked free blocks"
+    )
+    cap_releases: int = _stat(
+        "cap_releases", "pinned turns given back at the hard cap or the parked-memory bound"
+    )
+    sessions_ended: int = _stat(
+        "sessions_ended", "sessions ended by a hint, an abort or the idle timeout"
+    )
+    swapped_bytes: int = _stat(
+        "swapped_bytes", "KV bytes handed to a swap path (pauses, turns; cost model's bytes/token)"
+    )
+    promotions: int = _stat("promotions", "starvation promotions")
+    ranking_seconds: float = _stat(
+        "ranking_ms", "seconds of LAMPS bookkeeping before the steps", scale=1e3, fmt=".2f",
+        series="lamps_ranking_seconds",
+    )  # fmt: skip
+    rescores: int = _stat("rescores", "full re-scores of the waiting queues")
+    hinted_requests: int = _stat("hinted", "requests that carried at least one valid hint")
+    hint_warnings: int = _stat("hint_warnings", "invalid hint fields ignored")
+    # Gauges.
+    parked_preserve: int = _gauge("parked_preserve", "session turns parked with pinned blocks",
+                                  series="lamps_parked_sessions", strategy="preserve")  # fmt: skip
+    parked_discard: int = _gauge(
+        "parked_discard", "session turns parked in the evictable prefix cache",
+        series="lamps_parked_sessions", strategy="discard",
+    )  # fmt: skip
+    parked_swap: int = _gauge("parked_swap", "session turns parked in host memory",
+                              series="lamps_parked_sessions", strategy="swap")  # fmt: skip
+    parked_blocks: int = _gauge("parked_blocks", "KV blocks pinned for parked session turns")
+    sessions: int = _gauge("sessions", "sessions LAMPS keeps state for")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-dict copy."""
@@ -47,16 +124,23 @@ class LampsStats:
         return LampsStats(**self.as_dict())
 
     def minus(self, earlier: LampsStats) -> LampsStats:
-        """The counts since `earlier`."""
-        return LampsStats(**{f.name: getattr(self, f.name) - getattr(earlier, f.name)
-                             for f in fields(self)})  # fmt: skip
+        """The counts since `earlier` (gauges keep their current value)."""
+        return LampsStats(**{
+            f.name: getattr(self, f.name) - (getattr(earlier, f.name)
+                                             if f.metadata["kind"] == COUNTER else 0)
+            for f in fields(self)
+        })  # fmt: skip
 
     def any_event(self) -> bool:
-        """Whether any event was counted (the bookkeeping time is not an event)."""
-        return any(getattr(self, f.name) for f in fields(self) if f.name != "ranking_seconds")
+        """Whether any event was counted (bookkeeping time and gauges are no events)."""
+        return any(
+            getattr(self, f.name)
+            for f in fields(self)
+            if f.metadata["kind"] == COUNTER and f.name != "ranking_seconds"
+        )
 
     def log_fields(self) -> str:
-        """`label=value` for every counter, in field order."""
+        """`label=value` for every counter and gauge, in field order."""
         cells = []
         for f in fields(self):
             value = getattr(self, f.name)
@@ -64,6 +148,11 @@ class LampsStats:
                 value *= f.metadata["scale"]
             cells.append(f"{f.metadata['label']}={value:{f.metadata['fmt']}}")
         return " ".join(cells)
+
+
+def stat_fields() -> tuple[Any, ...]:
+    """The dataclass fields of `LampsStats`, with their metadata."""
+    return fields(LampsStats)
 
 
 class StatsLog:

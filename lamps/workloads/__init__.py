@@ -2,13 +2,16 @@
 
 ``model`` holds the request templates, ``formats`` reads InferCept-format traces and the
 shipped compact ones, ``synthetic`` derives per-type statistics and generates from them, and
-``arrivals`` samples Poisson arrivals. The public names are re-exported here.
+``arrivals`` samples Poisson arrivals, ``variants`` derives the single-API trace and
+``agent`` generates the modern agent trace. The public names are re-exported here.
 """
 
+from lamps.workloads.agent import agent_workload
 from lamps.workloads.arrivals import poisson_arrivals
 from lamps.workloads.formats import (
     BUILTIN_TRACES,
     CHARS_PER_TOKEN,
+    GENERATED_TRACES,
     classify,
     estimate_tokens,
     load_trace,
@@ -25,16 +28,19 @@ from lamps.workloads.synthetic import (
     synthetic_workload,
     write_stats,
 )
+from lamps.workloads.variants import single_api
 
 __all__ = [
     "BUILTIN_TRACES",
     "CHARS_PER_TOKEN",
+    "GENERATED_TRACES",
     "KINDS",
     "STATS_FILE",
     "Arrival",
     "TraceSegment",
     "Workload",
     "WorkloadRequest",
+    "agent_workload",
     "classify",
     "derive_stats",
     "estimate_tokens",
@@ -43,6 +49,7 @@ __all__ = [
     "parse_compact",
     "parse_trace",
     "poisson_arrivals",
+    "single_api",
     "synthetic_workload",
     "to_compact",
     "write_compact",

@@ -30,6 +30,11 @@ CHARS_PER_TOKEN = 4.0
 BUILTIN_TRACES = {"infercept-multi-api": "infercept_multi_api.segments.json.gz"}
 """Traces shipped in lamps/data (compact format), usable as ``--trace builtin:NAME``."""
 
+GENERATED_TRACES = ("infercept-single-api", "agent")
+"""Traces built on load, usable as ``--trace builtin:NAME``: the single-API variant of the
+shipped multi-API trace (``lamps.workloads.variants``) and the agent trace
+(``lamps.workloads.agent``, 400 programs, seed 0)."""
+
 # The `api_token` text InferCept's dataset puts on the tool calls of its chat requests: in
 # shared/workloads/infercept_multi_api.json every chat+TTS request's tool call starts with the
 # first prefix and every chat+image one with the second (225 calls each); plain chat requests'
@@ -192,8 +197,17 @@ def load_trace(path: str | Path) -> Workload:
     text_path = str(path)
     if text_path.startswith("builtin:"):
         key = text_path.removeprefix("builtin:")
+        if key == "infercept-single-api":
+            from lamps.workloads.variants import single_api
+
+            return single_api(load_trace("builtin:infercept-multi-api"), key)
+        if key == "agent":
+            from lamps.workloads.agent import agent_workload
+
+            return agent_workload(400, seed=0)
         if key not in BUILTIN_TRACES:
-            raise ValueError(f"unknown builtin trace {key!r}; known: {sorted(BUILTIN_TRACES)}")
+            known = sorted([*BUILTIN_TRACES, *GENERATED_TRACES])
+            raise ValueError(f"unknown builtin trace {key!r}; known: {known}")
         raw = resources.files("lamps.data").joinpath(BUILTIN_TRACES[key]).read_bytes()
         return parse_compact(json.loads(gzip.decompress(raw)), key)
     p = Path(path)

@@ -19,9 +19,15 @@ A full host pool, or a failed swap-out, falls back to Discard (recompute at resu
 logged warning. For InferCept's passive swap (`lamps.baselines`) loads may be paced over
 several steps (`lamps_pace_loads`) and a host copy may be given up (`lamps_drop_copy`).
 
+Parked turns of HTTP sessions (`lamps.vllm.sessions`) are swapped too: `lamps_park_turn(key,
+blocks, hashes)` copies a finished request's full blocks under a copy id of their own, and the
+session's next request (a new request id) is matched to the copy by its block hashes and loads
+it (`sessions`).
+
 Layout (as vLLM's offloading connector): `config` (settings), `messages` (jobs, metadata, the
-`SwapWorker` protocol), `scheduler_side` (the state machine), `worker_side` (the worker on the
-swap engine), `simulated_worker` (the worker on a virtual clock, for the replay and tests).
+`SwapWorker` protocol), `scheduler_side` (the state machine), `sessions` (the parked turns' copies),
+`worker_side` (the worker on the swap engine), `simulated_worker` (the worker on a virtual clock,
+for the replay and tests).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from lamps.vllm.swap.messages import (
     SwapWorker,
 )
 from lamps.vllm.swap.scheduler_side import SchedulerSide, SwapOutDecision
+from lamps.vllm.swap.sessions import SessionCopies
 from lamps.vllm.swap.worker_side import WorkerSide
 
 if TYPE_CHECKING:
@@ -105,6 +112,7 @@ class LampsSwapConnector(KVConnectorBase_V1):
                 "model; raise it"
             )
         self._sched: SchedulerSide | None = None
+        self._turns: SessionCopies | None = None
         self._worker: WorkerSide | None = None
         if role == KVConnectorRole.SCHEDULER:
             self._sched = SchedulerSide(
@@ -113,6 +121,7 @@ class LampsSwapConnector(KVConnectorBase_V1):
                 self._num_host_blocks,
                 vllm_config.parallel_config.world_size,
             )
+            self._turns = SessionCopies(self._sched)
         else:
             self._worker = WorkerSide(self.swap_config, self._num_host_blocks)
 
@@ -176,8 +185,23 @@ class LampsSwapConnector(KVConnectorBase_V1):
         return self.scheduler_side.swapped_tokens(request_id)
 
     def swap_stats(self) -> dict[str, int]:
-        """Cumulative counters of the scheduler side."""
-        return dict(self.scheduler_side.stats)
+        """Cumulative counters of the scheduler side (the parked turns' copies included)."""
+        return {**self.scheduler_side.stats, **self.turn_copies.stats}
+
+    @property
+    def turn_copies(self) -> SessionCopies:
+        """The parked session turns' copies (scheduler side); RuntimeError on a worker."""
+        if self._turns is None:
+            raise RuntimeError("LampsSwapConnector: scheduler-side method called on a worker")
+        return self._turns
+
+    def lamps_park_turn(self, key: str, blocks: list[Any], hashes: list[Any]) -> bool:
+        """Copy a parked session turn's full blocks to the host pool; False when it is full."""
+        return self.turn_copies.park(key, blocks, hashes)
+
+    def lamps_drop_turn(self, key: str) -> None:
+        """Forget the copy of a parked turn (no-op when none)."""
+        self.turn_copies.drop(key)
 
     # ----- scheduler side: vLLM's connector interface -----------------------------------------
 
@@ -190,32 +214,44 @@ class LampsSwapConnector(KVConnectorBase_V1):
         self, request: Request, num_computed_tokens: int
     ) -> tuple[int | None, bool]:
         """Swapped tokens beyond the local hit, loaded asynchronously (None: not yet)."""
-        return self.scheduler_side.get_num_new_matched_tokens(request, num_computed_tokens)
+        side = self.scheduler_side
+        if request.request_id not in side.records:
+            matched = self.turn_copies.match(request, num_computed_tokens)
+            if matched is not None:
+                return matched
+        return side.get_num_new_matched_tokens(request, num_computed_tokens)
 
     def update_state_after_alloc(
         self, request: Request, blocks: KVCacheBlocks, num_external_tokens: int
     ) -> None:
         """Queue the request's load into its new blocks, or give up its host copy."""
-        self.scheduler_side.update_state_after_alloc(request, blocks, num_external_tokens)
+        if not self.turn_copies.update_state_after_alloc(request, blocks, num_external_tokens):
+            self.scheduler_side.update_state_after_alloc(request, blocks, num_external_tokens)
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
         """The step's releases, swap-outs and swap-ins for the workers."""
-        return self.scheduler_side.build_connector_meta()
+        meta = self.scheduler_side.build_connector_meta()
+        self.turn_copies.build(meta)
+        return meta
 
     def update_connector_output(self, connector_output: KVConnectorOutput) -> None:
         """Apply the workers' reports of the step."""
         self.scheduler_side.update_connector_output(connector_output)
+        self.turn_copies.update_connector_output(connector_output)
 
     def request_finished(
         self, request: Request, block_ids: list[int]
     ) -> tuple[bool, dict[str, Any] | None]:
         """Give up the request's swap; never delays freeing (the connector holds its own refs)."""
         self.scheduler_side.request_finished(request)
+        self.turn_copies.request_finished(request)
         return False, None
 
     def has_pending_push_work(self) -> bool:
         """Keep the engine stepping until queued copies are sent and their blocks come back."""
-        return self.scheduler_side.has_pending_push_work()
+        return (
+            self.scheduler_side.has_pending_push_work() or self.turn_copies.has_pending_push_work()
+        )
 
     # ----- worker side: vLLM's connector interface --------------------------------------------
 

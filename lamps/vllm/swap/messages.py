@@ -27,12 +27,20 @@ class SwapInJob:
     A load paced over several steps is sent as several jobs, in order, over consecutive stored
     blocks; all but the last have `final` False. The request is reported in `finished_recving`
     once, when its final job ends (or at once, when a part fails or the load is released).
+    The host copy read is `source_id`'s when given (a parked session turn's copy, loaded into
+    the session's next request), else the request's own; the load is reported as the request's.
     """
 
     request_id: str
     block_ids: list[int]
     first_block: int
     final: bool = True
+    source_id: str | None = None
+
+    @property
+    def copy_id(self) -> str:
+        """The host copy this load reads."""
+        return self.source_id or self.request_id
 
 
 SwapJob = SwapOutJob | SwapInJob

@@ -38,6 +38,7 @@ class _Copy:
     fails: bool
     stopped: bool = False
     final: bool = True
+    copy_id: str = ""  # the host copy it reads or writes (the request's own unless a source)
 
 
 class SimulatedSwapWorker:
@@ -80,7 +81,8 @@ class SimulatedSwapWorker:
             if request_id in self._failed_loads:
                 continue
             continuing = request_id in self._partial
-            if request_id not in self._stored or (request_id in self._in_flight and not continuing):
+            stored = job.copy_id in self._stored
+            if not stored or (request_id in self._in_flight and not continuing):
                 self._finished_recving.add(request_id)
                 self._failed_recving.add(request_id)
                 self._partial.discard(request_id)
@@ -120,6 +122,10 @@ class SimulatedSwapWorker:
         ends = [link[0].end for link in self._links.values() if link]
         return min(ends) if ends else None
 
+    def busy_until(self) -> float:
+        """When both links will have ended every copy started so far."""
+        return max(self._link_free.values())
+
     @property
     def num_in_flight(self) -> int:
         """Copies started and not yet reported."""
@@ -138,7 +144,9 @@ class SimulatedSwapWorker:
         end = start + self._transfer_seconds(num_blocks)
         self._link_free[direction] = end
         final = not isinstance(job, SwapInJob) or job.final
-        copy = _Copy(job.request_id, end, self._fails is not None and self._fails(job), final=final)
+        key = job.copy_id if isinstance(job, SwapInJob) else job.request_id
+        fails = self._fails is not None and self._fails(job)
+        copy = _Copy(job.request_id, end, fails, final=final, copy_id=key)
         self._links[direction].append(copy)
         self._in_flight.setdefault(job.request_id, []).append(copy)
         self.blocks_started[direction] += num_blocks
@@ -175,7 +183,7 @@ class SimulatedSwapWorker:
         self._finished_recving.add(request_id)
         self._partial.discard(request_id)
         if ok:
-            self._stored.discard(request_id)
+            self._stored.discard(copy.copy_id)
             return
         self._failed_recving.add(request_id)
         if request_id in self._in_flight:

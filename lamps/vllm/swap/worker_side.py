@@ -34,6 +34,7 @@ class WorkerSide:
         self._finished_recving: set[str] = set()
         self._failed_recving: set[str] = set()
         self._parts: dict[str, tuple[int, list[int]]] = {}  # load in parts: first block, blocks
+        self._load_of: dict[str, str] = {}  # host copy -> request a load from it is for
 
     def register(self, kv_caches: dict[str, torch.Tensor], num_blocks: int) -> None:
         """Build the swap engine over the model's KV cache tensors."""
@@ -74,7 +75,9 @@ class WorkerSide:
                 self._parts[job.request_id] = (first_block, list(block_ids))
                 continue
             try:
-                engine.swap_in(job.request_id, block_ids, first_block)
+                engine.swap_in(job.copy_id, block_ids, first_block)
+                if job.source_id is not None:
+                    self._load_of[job.source_id] = job.request_id
             except (SwapError, KeyError, ValueError) as e:
                 logger.warning("LAMPS swap: swap-in of %s not started: %s", job.request_id, e)
                 self._finished_recving.add(job.request_id)
@@ -83,10 +86,12 @@ class WorkerSide:
     def collect_finished(self, finished_req_ids: set[str]) -> KVConnectorTransferResults:
         """Stop transfers of finished requests; return loads that ended (failed ones in both)."""
         engine = self._engine()
+        loads = {request_id: copy_id for copy_id, request_id in self._load_of.items()}
         for request_id in finished_req_ids:
             # A finished request's load is of no use; its blocks are freed once it stops.
-            if engine.in_flight(request_id):
-                engine.release(request_id)
+            copy_id = loads.get(request_id, request_id)
+            if engine.in_flight(copy_id):
+                engine.release(copy_id)
             self._drop_parts(request_id)
         for done in engine.poll():
             ok = done.status == "done"
@@ -101,9 +106,10 @@ class WorkerSide:
             if done.direction == "out":
                 self._out_results[done.request_id] = (1, 0) if ok else (0, 1)
             else:
-                self._finished_recving.add(done.request_id)
+                request_id = self._load_of.pop(done.request_id, done.request_id)
+                self._finished_recving.add(request_id)
                 if not ok:
-                    self._failed_recving.add(done.request_id)
+                    self._failed_recving.add(request_id)
         results = KVConnectorTransferResults(
             finished_recving=self._finished_recving, failed_recving=self._failed_recving
         )

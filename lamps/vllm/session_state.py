@@ -1,0 +1,103 @@
+"""What LAMPS remembers of an HTTP session: its history, its parked turn, and the swap path.
+
+Used by `lamps.vllm.sessions`, which decides what happens to a parked turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lamps._core import Strategy
+from lamps.vllm.hints import Hints
+
+
+class SessionSwapPath(Protocol):
+    """What the swap connector offers for parked turns (`lamps.vllm.swap.sessions`)."""
+
+    def lamps_park_turn(self, key: str, blocks: list[Any], hashes: list[Any]) -> bool:
+        """Copy `blocks` (hashes `hashes`) to host memory under `key`; False if refused."""
+        ...
+
+    def lamps_drop_turn(self, key: str) -> None:
+        """Forget the host copy under `key` (loaded or not)."""
+        ...
+
+
+class _Mean:
+    """A running mean."""
+
+    __slots__ = ("count", "value")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.value = 0.0
+
+    def add(self, x: float) -> None:
+        self.count += 1
+        self.value += (x - self.value) / self.count
+
+
+@dataclass
+class ParkedTurn:
+    """A finished turn waiting for its session's next request."""
+
+    key: str
+    strategy: Strategy
+    hashes: list[Any]  # block hashes of its full blocks, a prefix chain
+    tokens: int  # tokens in those blocks
+    context: int  # tokens of the finished turn's sequence
+    parked_at: float
+    predicted_gap: float
+    tool: str | None
+    epoch: int
+    pinned: int = 0  # blocks held by the pin (preserve)
+    taker: str | None = None  # the session's next request, once it arrived
+    blocks: list[Any] = field(default_factory=list)  # the KV blocks it was parked with
+    block_keys: list[Any] = field(default_factory=list)  # their prefix-cache keys then
+
+    def intact(self) -> int:
+        """Leading blocks still cached as parked (not evicted nor reused since)."""
+        n = 0
+        for block, key in zip(self.blocks, self.block_keys, strict=True):
+            if block.block_hash != key:
+                break
+            n += 1
+        return n
+
+
+@dataclass
+class Session:
+    """What LAMPS knows of one session."""
+
+    session_id: str
+    turns: int = 0
+    last_active: float = 0.0
+    live: set[str] = field(default_factory=set)
+    parked: ParkedTurn | None = None
+    output: _Mean = field(default_factory=_Mean)
+    gap: _Mean = field(default_factory=_Mean)
+    returned: _Mean = field(default_factory=_Mean)
+
+
+def as_dict(hints: Hints) -> dict[str, Any]:
+    """The hints as keyword arguments."""
+    return {name: getattr(hints, name) for name in Hints.__dataclass_fields__}
+
+
+def matching_prefix(parked: list[Any], hashes: list[Any]) -> int:
+    """Leading blocks of `hashes` equal to the parked ones (hashes chain: a prefix match)."""
+    n = min(len(parked), len(hashes))
+    if n and parked[n - 1] == hashes[n - 1]:
+        return n
+    matched = 0
+    while matched < n and parked[matched] == hashes[matched]:
+        matched += 1
+    return matched
+
+
+def session_swap_path(connector: Any) -> SessionSwapPath | None:
+    """The connector as a swap path for parked turns, when it offers one."""
+    if connector is not None and hasattr(connector, "lamps_park_turn"):
+        return connector  # type: ignore[no-any-return]
+    return None
