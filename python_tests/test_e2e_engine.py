@@ -29,9 +29,16 @@ async def run_session(engine: Any, index: int, predicted: float, latency: float)
 
     def params() -> SamplingParams:
         return SamplingParams(
-            max_tokens=TOKENS_PER_TURN, ignore_eos=True, output_kind=RequestOutputKind.DELTA,
-            extra_args={"lamps": {"tool": f"tool{index % 2}", "predicted_api_seconds": predicted,
-                                  "predicted_output_tokens": TOKENS_PER_TURN}},
+            max_tokens=TOKENS_PER_TURN,
+            ignore_eos=True,
+            output_kind=RequestOutputKind.DELTA,
+            extra_args={
+                "lamps": {
+                    "tool": f"tool{index % 2}",
+                    "predicted_api_seconds": predicted,
+                    "predicted_output_tokens": TOKENS_PER_TURN,
+                }
+            },
         )
 
     async def inputs() -> AsyncGenerator[StreamingInput, None]:
@@ -42,8 +49,9 @@ async def run_session(engine: Any, index: int, predicted: float, latency: float)
             turn_done.clear()
             await asyncio.sleep(latency)  # the API call
             result = [10 + turn, 20 + index, 30]
-            yield StreamingInput(prompt=TokensPrompt(prompt_token_ids=result),
-                                 sampling_params=params())
+            yield StreamingInput(
+                prompt=TokensPrompt(prompt_token_ids=result), sampling_params=params()
+            )
         await turn_done.wait()
 
     per_turn = [0]
@@ -79,8 +87,9 @@ async def run_all(model_dir: Path) -> list[list[int]]:
     engine = AsyncLLM.from_engine_args(args)
     try:
         return await asyncio.wait_for(
-            asyncio.gather(*(run_session(engine, i, p, lat) for i, (p, lat) in
-                             enumerate(SESSIONS))),
+            asyncio.gather(
+                *(run_session(engine, i, p, lat) for i, (p, lat) in enumerate(SESSIONS))
+            ),
             timeout=180,
         )
     finally:

@@ -309,7 +309,10 @@ def test_cli_names_a_missing_module_and_how_to_get_it(module: str, tmp_path: Pat
         f"sys.exit(main(['replay', '--qps', '1', '--duration', '1', '--policies', 'vllm', "
         f"'--out', {str(tmp_path)!r}, '--allow-dirty']))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # cwd: not the source tree, whose `lamps` (no compiled core) `-c` would put first.
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
     assert done.returncode == 2, done.stderr
     assert f"`lamps replay` needs module {module!r}: install" in done.stderr
     assert "Traceback" not in done.stderr

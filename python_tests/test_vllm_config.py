@@ -39,8 +39,17 @@ def test_precedence_additional_config_over_env_over_file(tmp_path: Path) -> None
         ({"default_api_seconds": -2.0}, "default_api_seconds"),
         ({"profile": ""}, "profile"),
         ({"cost_model": {"a_ms_per_token": 0.04}}, "cost_model"),
-        ({"cost_model": {"a_ms_per_token": 0.04, "c_ms": 1, "kv_bytes_per_token": -1,
-                         "link_bytes_per_second": 1e9}}, "kv_bytes_per_token"),
+        (
+            {
+                "cost_model": {
+                    "a_ms_per_token": 0.04,
+                    "c_ms": 1,
+                    "kv_bytes_per_token": -1,
+                    "link_bytes_per_second": 1e9,
+                }
+            },
+            "kv_bytes_per_token",
+        ),
         ({"no_such_key": 1}, "no_such_key"),
     ],
 )
@@ -122,9 +131,14 @@ def test_bad_env_and_file_name_the_source(tmp_path: Path) -> None:
 
 
 def test_explicit_cost_model() -> None:
-    cm = LampsConfig(cost_model={"a_ms_per_token": 0.05, "c_ms": 10.0,
-                                 "kv_bytes_per_token": 1e5, "link_bytes_per_second": 1e10}
-                     ).make_cost_model()
+    cm = LampsConfig(
+        cost_model={
+            "a_ms_per_token": 0.05,
+            "c_ms": 10.0,
+            "kv_bytes_per_token": 1e5,
+            "link_bytes_per_second": 1e10,
+        }
+    ).make_cost_model()
     assert cm.a_ms_per_token == pytest.approx(0.05)
     assert cm.iteration_seconds(100) == pytest.approx((0.05 * 100 + 10) / 1000)
 
@@ -132,8 +146,17 @@ def test_explicit_cost_model() -> None:
 def test_hints_parse_valid_and_drop_invalid(caplog: pytest.LogCaptureFixture) -> None:
     log = logging.getLogger("test.hints")
     hints, warnings = parse_hints(
-        {"lamps": {"tool": "search", "predicted_output_tokens": 12.0,
-                   "predicted_api_seconds": 0.5, "api_return_tokens": True}}, "r1", log)
+        {
+            "lamps": {
+                "tool": "search",
+                "predicted_output_tokens": 12.0,
+                "predicted_api_seconds": 0.5,
+                "api_return_tokens": True,
+            }
+        },
+        "r1",
+        log,
+    )
     assert hints == Hints("search", 12, 0.5, None)
     assert warnings == 1
     assert "r1" in caplog.text and "api_return_tokens" in caplog.text

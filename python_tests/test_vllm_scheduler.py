@@ -99,8 +99,9 @@ def test_starved_request_is_promoted(make_vllm_scheduler: Any) -> None:
     order: list[str] = []
     for i in range(30):
         # A stream of small requests would outrank "big" forever without promotion.
-        sched.add_request(make_request(f"s{i}", list(range(3000 + 20 * i, 3010 + 20 * i)),
-                                       max_tokens=1))
+        sched.add_request(
+            make_request(f"s{i}", list(range(3000 + 20 * i, 3010 + 20 * i)), max_tokens=1)
+        )
         out, _ = run_step(sched)
         order += [r.req_id for r in out.scheduled_new_reqs]
     assert "big" in order
@@ -113,8 +114,9 @@ def test_no_promotion_when_starvation_off(make_vllm_scheduler: Any) -> None:
     sched.add_request(make_request("big", list(range(400)), max_tokens=4))
     order: list[str] = []
     for i in range(20):
-        sched.add_request(make_request(f"s{i}", list(range(3000 + 20 * i, 3010 + 20 * i)),
-                                       max_tokens=1))
+        sched.add_request(
+            make_request(f"s{i}", list(range(3000 + 20 * i, 3010 + 20 * i)), max_tokens=1)
+        )
         out, _ = run_step(sched)
         order += [r.req_id for r in out.scheduled_new_reqs]
     assert "big" not in order
@@ -123,13 +125,26 @@ def test_no_promotion_when_starvation_off(make_vllm_scheduler: Any) -> None:
 
 # ----- API pauses ------------------------------------------------------------------------------
 
-def start_session(sched: Any, api_seconds: float | None, prompt_len: int = 100,
-                  max_tokens: int = 4, rid: str = "s") -> Any:
+
+def start_session(
+    sched: Any,
+    api_seconds: float | None,
+    prompt_len: int = 100,
+    max_tokens: int = 4,
+    rid: str = "s",
+) -> Any:
     hints = {"tool": "calc"}
     if api_seconds is not None:
         hints["predicted_api_seconds"] = api_seconds
-    sched.add_request(make_request(rid, list(range(prompt_len)), max_tokens=max_tokens,
-                                   resumable=True, extra_args={"lamps": hints}))
+    sched.add_request(
+        make_request(
+            rid,
+            list(range(prompt_len)),
+            max_tokens=max_tokens,
+            resumable=True,
+            extra_args={"lamps": hints},
+        )
+    )
     for _ in range(max_tokens + 2):
         run_step(sched)
     req = sched.requests[rid]
@@ -137,8 +152,9 @@ def start_session(sched: Any, api_seconds: float | None, prompt_len: int = 100,
     return req
 
 
-def resume(sched: Any, rid: str = "s", chunk: tuple[int, ...] = (5, 6, 7),
-           max_tokens: int = 2) -> None:
+def resume(
+    sched: Any, rid: str = "s", chunk: tuple[int, ...] = (5, 6, 7), max_tokens: int = 2
+) -> None:
     sched.add_request(make_request(rid, list(chunk), max_tokens=max_tokens, resumable=True))
 
 
@@ -147,8 +163,9 @@ def free_blocks(sched: Any) -> int:
 
 
 @pytest.mark.parametrize("cls", LAMPS_CLASSES)
-def test_preserve_holds_blocks_and_resumes_without_recompute(make_vllm_scheduler: Any,
-                                                             cls: type) -> None:
+def test_preserve_holds_blocks_and_resumes_without_recompute(
+    make_vllm_scheduler: Any, cls: type
+) -> None:
     sched = lamps(make_vllm_scheduler, cls)
     total = free_blocks(sched)
     req = start_session(sched, api_seconds=0.0)
@@ -164,8 +181,9 @@ def test_preserve_holds_blocks_and_resumes_without_recompute(make_vllm_scheduler
 
 
 @pytest.mark.parametrize("cls", LAMPS_CLASSES)
-def test_discard_frees_blocks_and_prefix_cache_limits_recompute(make_vllm_scheduler: Any,
-                                                                cls: type) -> None:
+def test_discard_frees_blocks_and_prefix_cache_limits_recompute(
+    make_vllm_scheduler: Any, cls: type
+) -> None:
     sched = lamps(make_vllm_scheduler, cls, allow_swap=False)
     total = free_blocks(sched)
     req = start_session(sched, api_seconds=1e5)
@@ -200,8 +218,9 @@ def test_discard_after_eviction_recomputes_everything(make_vllm_scheduler: Any) 
     assert sched.lamps_stats.recomputed_tokens == frontier
 
 
-def test_swap_without_offloading_falls_back_to_discard_once(make_vllm_scheduler: Any,
-                                                            caplog: Any) -> None:
+def test_swap_without_offloading_falls_back_to_discard_once(
+    make_vllm_scheduler: Any, caplog: Any
+) -> None:
     sched = lamps(make_vllm_scheduler, allow_swap=True)
     start_session(sched, api_seconds=1e6, rid="s1")
     start_session(sched, api_seconds=1e6, rid="s2")
@@ -247,8 +266,7 @@ def test_observed_pauses_train_the_api_predictor(make_vllm_scheduler: Any) -> No
 
 
 @pytest.mark.parametrize("api_seconds", [0.0, 1e5])
-def test_abort_while_paused_frees_everything(make_vllm_scheduler: Any,
-                                             api_seconds: float) -> None:
+def test_abort_while_paused_frees_everything(make_vllm_scheduler: Any, api_seconds: float) -> None:
     sched = lamps(make_vllm_scheduler, allow_swap=False)
     total = free_blocks(sched)
     start_session(sched, api_seconds=api_seconds)
@@ -270,20 +288,27 @@ def test_closing_the_input_stream_finishes_the_session(make_vllm_scheduler: Any)
     assert not sched.has_unfinished_requests()
 
 
-def test_bad_hints_warn_and_the_request_still_finishes(make_vllm_scheduler: Any,
-                                                       caplog: Any) -> None:
+def test_bad_hints_warn_and_the_request_still_finishes(
+    make_vllm_scheduler: Any, caplog: Any
+) -> None:
     sched = lamps(make_vllm_scheduler)
-    bad = {"predicted_output_tokens": -3, "predicted_api_seconds": "soon", "tool": 5,
-           "api_return_tokens": float("nan"), "colour": "red"}
-    sched.add_request(make_request("bad", list(range(30)), max_tokens=5,
-                                   extra_args={"lamps": bad}))
-    sched.add_request(make_request("worse", list(range(30)), max_tokens=5,
-                                   extra_args={"lamps": [1, 2]}))
+    bad = {
+        "predicted_output_tokens": -3,
+        "predicted_api_seconds": "soon",
+        "tool": 5,
+        "api_return_tokens": float("nan"),
+        "colour": "red",
+    }
+    sched.add_request(make_request("bad", list(range(30)), max_tokens=5, extra_args={"lamps": bad}))
+    sched.add_request(
+        make_request("worse", list(range(30)), max_tokens=5, extra_args={"lamps": [1, 2]})
+    )
     finished = []
     for _ in range(10):
         _, outs = run_step(sched)
-        finished += [o.request_id for v in outs.values() for o in v.outputs
-                     if o.finish_reason is not None]
+        finished += [
+            o.request_id for v in outs.values() for o in v.outputs if o.finish_reason is not None
+        ]
     assert sorted(finished) == ["bad", "worse"]
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     for field in bad:
@@ -328,8 +353,8 @@ def test_bad_config_raises_naming_the_key(make_vllm_scheduler: Any) -> None:
 
 def test_log_line_reports_the_interval(make_vllm_scheduler: Any, caplog: Any) -> None:
     sched = make_vllm_scheduler(
-        LampsSyncScheduler, additional_config={"lamps": {"log_interval_s": 5.0,
-                                                         "allow_swap": False}}
+        LampsSyncScheduler,
+        additional_config={"lamps": {"log_interval_s": 5.0, "allow_swap": False}},
     )
     clock = FakeClock()
     sched.set_clock(clock)
@@ -355,17 +380,23 @@ def test_log_line_reports_the_interval(make_vllm_scheduler: Any, caplog: Any) ->
 
 # ----- regressions ----------------------------------------------------------------------------
 
+
 # 2**64 - 1 is the largest integer vLLM itself lets through extra_args.
 @pytest.mark.parametrize("value", [2**63, 2**64 - 1, 1e19, 1e308])
-def test_out_of_range_hint_is_ignored_not_fatal(make_vllm_scheduler: Any, caplog: Any,
-                                                value: float) -> None:
+def test_out_of_range_hint_is_ignored_not_fatal(
+    make_vllm_scheduler: Any, caplog: Any, value: float
+) -> None:
     # Used to raise OverflowError from add_request (int64 score columns): an AsyncLLM engine
     # core died with it and every request failed.
     sched = lamps(make_vllm_scheduler)
-    hints = {"api_return_tokens": value, "predicted_output_tokens": value,
-             "predicted_api_seconds": value}
-    sched.add_request(make_request("big", list(range(40)), max_tokens=3,
-                                   extra_args={"lamps": hints}))
+    hints = {
+        "api_return_tokens": value,
+        "predicted_output_tokens": value,
+        "predicted_api_seconds": value,
+    }
+    sched.add_request(
+        make_request("big", list(range(40)), max_tokens=3, extra_args={"lamps": hints})
+    )
     for _ in range(6):
         run_step(sched)
     assert "big" not in sched.requests
@@ -378,8 +409,15 @@ def test_out_of_range_hint_at_resume_keeps_the_session_queued(make_vllm_schedule
     # Used to raise while re-queueing the resumed session, which then sat in no queue.
     sched = lamps(make_vllm_scheduler, allow_swap=False)
     start_session(sched, api_seconds=1e5)
-    sched.add_request(make_request("s", [5, 6, 7], max_tokens=2, resumable=True,
-                                   extra_args={"lamps": {"api_return_tokens": 2**63}}))
+    sched.add_request(
+        make_request(
+            "s",
+            [5, 6, 7],
+            max_tokens=2,
+            resumable=True,
+            extra_args={"lamps": {"api_return_tokens": 2**63}},
+        )
+    )
     assert [r.request_id for r in sched.waiting] == ["s"]
     for _ in range(4):
         run_step(sched)
@@ -387,8 +425,9 @@ def test_out_of_range_hint_at_resume_keeps_the_session_queued(make_vllm_schedule
 
 
 @pytest.mark.parametrize("cls", LAMPS_CLASSES)
-def test_unfinished_count_while_paused_for_new_requests(make_vllm_scheduler: Any,
-                                                        cls: type) -> None:
+def test_unfinished_count_while_paused_for_new_requests(
+    make_vllm_scheduler: Any, cls: type
+) -> None:
     # vLLM subtracts every session waiting for input from the KV-holding queue; a discarded
     # session sits in `waiting`, so the count went to -1 and the engine stopped stepping.
     from vllm.v1.core.sched.interface import PauseState

@@ -80,7 +80,10 @@ def _pip_config(key: str) -> str | None:
     try:
         out = subprocess.run(
             [sys.executable, "-m", "pip", "config", "get", key],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -263,10 +266,18 @@ def ensure_tests(version: str | None = None, sdist: Path | None = None) -> Path:
     finally:
         if cleanup is not None:
             cleanup.unlink(missing_ok=True)
-    marker.write_text(json.dumps(
-        {"layout": _LAYOUT, "version": version, "sdist_sha256": sha,
-         "targets": list(TARGET_FILES), "files": files}, indent=1,
-    ))
+    marker.write_text(
+        json.dumps(
+            {
+                "layout": _LAYOUT,
+                "version": version,
+                "sdist_sha256": sha,
+                "targets": list(TARGET_FILES),
+                "files": files,
+            },
+            indent=1,
+        )
+    )
     log(f"extracted {len(files)} test files of vLLM {version} into {dest}")
     return dest
 

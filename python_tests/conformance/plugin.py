@@ -98,19 +98,25 @@ def _guarded_connect_ex(self: socket.socket, address: Any) -> Any:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lamps-conformance")
     group.addoption(
-        "--lamps-class", choices=sorted(CLASS_NAMES), default="sync",
+        "--lamps-class",
+        choices=sorted(CLASS_NAMES),
+        default="sync",
         help="scheduler slot to fill with a LAMPS class (vllm: none, the baseline)",
     )
     group.addoption(
-        "--lamps-results", default=None,
+        "--lamps-results",
+        default=None,
         help="write per-test outcomes as JSON to this file",
     )
     group.addoption(
-        "--lamps-no-xfail", action="store_true",
+        "--lamps-no-xfail",
+        action="store_true",
         help="ignore expected_failures.py (show every failure as a failure)",
     )
     group.addoption(
-        "--lamps-order", choices=("lamps", "reverse"), default="lamps",
+        "--lamps-order",
+        choices=("lamps", "reverse"),
+        default="lamps",
         help="diagnostic: 'reverse' replaces the LAMPS score by newest-first order (waiting "
         "and running) to find order-dependent tests that pass only because LAMPS happens to "
         "agree with FCFS",
@@ -218,18 +224,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 source = ""
             models = [m for m in MULTIMODAL_MODELS if m in source]
             if models:
-                item.add_marker(pytest.mark.skip(reason=(
-                    f"multimodal model {models[0]}: its vLLM class imports torchvision (no "
-                    "build loads with torch 2.13.0+cpu) and needs HF processor files"
-                )))
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=(
+                            f"multimodal model {models[0]}: its vLLM class imports torchvision (no "
+                            "build loads with torch 2.13.0+cpu) and needs HF processor files"
+                        )
+                    )
+                )
                 continue
         if use_xfail:
             for i, entry in enumerate(EXPECTED_FAILURES):
                 if _entry_matches(entry, item.nodeid, S.mode):
                     S.matched_entries.add(i)
-                    item.add_marker(pytest.mark.xfail(
-                        strict=True, reason=f"{entry.kind}: {entry.reason}"
-                    ))
+                    item.add_marker(
+                        pytest.mark.xfail(strict=True, reason=f"{entry.kind}: {entry.reason}")
+                    )
                     item.user_properties.append(("lamps_xfail", i))
                     break
 
@@ -293,7 +303,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         del rep.wasxfail
     path, lineno, _ = item.reportinfo()
     rep.longrepr = (
-        str(path), (lineno or 0) + 1,
+        str(path),
+        (lineno or 0) + 1,
         f"n/a: builds {what}, no {CLASS_NAMES[S.mode]}",
     )
 
@@ -328,18 +339,22 @@ def _failure_line(report: pytest.TestReport) -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if S.mode != "vllm" and not session.config.getoption("--lamps-no-xfail"):
         # A stale entry (no longer collected) is an error: the list must stay exact.
-        selected = not session.config.getoption("keyword") and not session.config.getoption(
-            "markexpr"
-        ) and not any("::" in a for a in session.config.args)
+        selected = (
+            not session.config.getoption("keyword")
+            and not session.config.getoption("markexpr")
+            and not any("::" in a for a in session.config.args)
+        )
         for i, entry in enumerate(EXPECTED_FAILURES):
             applies = not entry.classes or CLASS_NAMES[S.mode] in entry.classes
             if selected and applies and i not in S.matched_entries:
                 S.errors.append(f"expected-failure entry matches no collected test: {entry.test}")
     path = session.config.getoption("--lamps-results")
     if path:
-        Path(path).write_text(json.dumps(
-            {"class": CLASS_NAMES[S.mode], "results": S.results, "errors": S.errors}, indent=1
-        ))
+        Path(path).write_text(
+            json.dumps(
+                {"class": CLASS_NAMES[S.mode], "results": S.results, "errors": S.errors}, indent=1
+            )
+        )
     if S.errors:
         tr = session.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:

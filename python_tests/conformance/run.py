@@ -35,8 +35,9 @@ MAX_LINES = 150
 LABELS = {"sync": "LampsSyncScheduler", "async": "LampsScheduler", "vllm": "vLLM (baseline)"}
 
 
-def run_class(mode: str, tests_dir: Path, work: Path, extra: list[str],
-              no_xfail: bool) -> tuple[str, int, Path, Path, float]:
+def run_class(
+    mode: str, tests_dir: Path, work: Path, extra: list[str], no_xfail: bool
+) -> tuple[str, int, Path, Path, float]:
     results = work / f"{mode}.json"
     log = work / f"{mode}.log"
     env = dict(os.environ)
@@ -45,20 +46,32 @@ def run_class(mode: str, tests_dir: Path, work: Path, extra: list[str],
     )
     env.setdefault("PYTHONHASHSEED", "0")
     cmd = [
-        sys.executable, "-m", "pytest", "-c", str(HERE / "pytest.ini"),
-        f"--rootdir={tests_dir}", f"--basetemp={work / ('tmp-' + mode)}",
-        "-p", "conformance.plugin", f"--lamps-class={mode}", f"--lamps-results={results}",
-        "-q", "-rfE", *(["--lamps-no-xfail"] if no_xfail else []), *TEST_FILES, *extra,
+        sys.executable,
+        "-m",
+        "pytest",
+        "-c",
+        str(HERE / "pytest.ini"),
+        f"--rootdir={tests_dir}",
+        f"--basetemp={work / ('tmp-' + mode)}",
+        "-p",
+        "conformance.plugin",
+        f"--lamps-class={mode}",
+        f"--lamps-results={results}",
+        "-q",
+        "-rfE",
+        *(["--lamps-no-xfail"] if no_xfail else []),
+        *TEST_FILES,
+        *extra,
     ]
     started = time.monotonic()
     with open(log, "w") as out:
-        rc = subprocess.run(cmd, cwd=tests_dir, env=env, stdout=out, stderr=subprocess.STDOUT,
-                            check=False).returncode
+        rc = subprocess.run(
+            cmd, cwd=tests_dir, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+        ).returncode
     return mode, rc, results, log, time.monotonic() - started
 
 
-def summarise(mode: str, rc: int, results: Path, log: Path, seconds: float,
-              show_log: bool) -> bool:
+def summarise(mode: str, rc: int, results: Path, log: Path, seconds: float, show_log: bool) -> bool:
     label = LABELS[mode]
     if not results.exists():
         print(f"{label}: pytest exited {rc} before reporting; log follows")
@@ -97,7 +110,7 @@ def summarise(mode: str, rc: int, results: Path, log: Path, seconds: float,
         text = log.read_text()
         if not show_log and "= FAILURES =" in text:
             # The failures section only, at most MAX_LINES lines (the full log is kept).
-            text = text[text.rfind("\n", 0, text.find("= FAILURES =")) + 1:]
+            text = text[text.rfind("\n", 0, text.find("= FAILURES =")) + 1 :]
             lines = text.splitlines()
             if len(lines) > MAX_LINES:
                 lines = [*lines[:MAX_LINES], f"... ({len(lines) - MAX_LINES} more lines)"]
@@ -109,16 +122,19 @@ def summarise(mode: str, rc: int, results: Path, log: Path, seconds: float,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", default="sync,async",
-                        help="comma-separated: sync (LampsSyncScheduler), async "
-                        "(LampsScheduler); default both")
-    parser.add_argument("--baseline", action="store_true",
-                        help="also run the same tests on vLLM's own classes")
-    parser.add_argument("--sdist", type=Path,
-                        help="use this local vllm-<version>.tar.gz instead of downloading")
+    parser.add_argument(
+        "--classes",
+        default="sync,async",
+        help="comma-separated: sync (LampsSyncScheduler), async (LampsScheduler); default both",
+    )
+    parser.add_argument(
+        "--baseline", action="store_true", help="also run the same tests on vLLM's own classes"
+    )
+    parser.add_argument(
+        "--sdist", type=Path, help="use this local vllm-<version>.tar.gz instead of downloading"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="parallel pytest runs (default 2)")
-    parser.add_argument("--no-xfail", action="store_true",
-                        help="ignore the expected-failure list")
+    parser.add_argument("--no-xfail", action="store_true", help="ignore the expected-failure list")
     parser.add_argument("--show-log", action="store_true", help="print the full pytest logs")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed on to pytest")
     args = parser.parse_args(argv)
@@ -137,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   tests: {tests_dir}")
     work = Path(tempfile.mkdtemp(prefix="vllm-lamps-conformance-"))
     with ThreadPoolExecutor(max_workers=max(1, min(args.jobs, 2))) as pool:
-        runs = list(pool.map(
-            lambda m: run_class(m, tests_dir, work, args.pytest_args, args.no_xfail), modes
-        ))
+        runs = list(
+            pool.map(
+                lambda m: run_class(m, tests_dir, work, args.pytest_args, args.no_xfail), modes
+            )
+        )
     ok = True
     for mode, rc, results, log, seconds in runs:
         ok &= summarise(mode, rc, results, log, seconds, args.show_log)
