@@ -19,6 +19,17 @@ Llama-3.1-8B); a chat user sees nothing before the first token."""
 
 KNEE_METRIC = "steady_ttft_p99"
 
+BASELINES = (
+    "vllm",
+    "vllm-preserve",
+    "infercept",
+    "infercept-paper",
+    "lamps-authors",
+    "continuum",
+    "continuum-code",
+)
+"""The policies LAMPS is compared against (lamps.replay.policies), for knees and targets."""
+
 # (key, header, format, scale)
 COLUMNS: tuple[tuple[str, str, str, float], ...] = (
     ("steady_ttft_p99", "P99 TTFT s", "{:.3g}", 1.0),
@@ -104,7 +115,7 @@ def knees(
 def format_knees(
     rows: Sequence[dict[str, Any]],
     slo: float = DEFAULT_SLO_TTFT_P99,
-    baselines: Sequence[str] = ("vllm", "vllm-preserve", "infercept"),
+    baselines: Sequence[str] = BASELINES,
 ) -> str:
     """Markdown: each policy's knee, and its ratio to the best baseline's knee."""
     ks = knees(rows, slo)
