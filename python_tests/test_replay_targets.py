@@ -19,6 +19,7 @@ def _row(policy: str, qps: float, seed: int, e2e: float, ttft_p99: float) -> dic
         "steady_e2e_p99": 3 * e2e,
         "steady_ttft_mean": ttft_p99 / 4,
         "steady_ttft_p99": ttft_p99,
+        "steady_normalized_latency_mean": e2e / 1000,
     }
 
 
@@ -59,3 +60,15 @@ def test_no_baseline_within_the_slo_is_an_error() -> None:
     rows = [r for r in _rows(1.0) if r["policy"] == "lamps"]
     with pytest.raises(ValueError, match="no baseline"):
         evaluate(rows)
+
+
+def test_paired_table_puts_the_reference_first_with_ratios() -> None:
+    from lamps.replay.targets import format_paired
+
+    table = format_paired(_rows(0.7), 3.0, reference="lamps")
+    lines = table.splitlines()
+    assert lines[2].startswith("| `lamps` |")
+    infercept = next(line for line in lines if line.startswith("| `infercept` |"))
+    assert "1.43 ± 0.00" in infercept  # 50 / 35 on every seed
+    with pytest.raises(ValueError, match="no 'nobody' rows"):
+        format_paired(_rows(0.7), 3.0, reference="nobody")

@@ -5,7 +5,8 @@ end-to-end latency there). At its knee every ratio is LAMPS' over the baseline's
 seed (both ran on the seed's identical arrivals) and reported as a mean with its 95%
 t-interval; a target is **met** only when the whole interval is on the right side of its bound.
 The same holds for the cost of prediction noise (LAMPS with noise over its oracle, minus 1).
-``python -m lamps.replay.targets RESULTS_DIR [more dirs]`` prints the table as Markdown.
+``python -m lamps.replay.targets RESULTS_DIR [more dirs]`` prints the table as Markdown;
+``--paired-at QPS`` prints every policy against LAMPS at one rate instead (the ablations).
 """
 
 from __future__ import annotations
@@ -135,13 +136,50 @@ def format_targets(
     return "\n".join(lines)
 
 
+PAIRED_METRICS: tuple[tuple[str, str], ...] = (
+    ("steady_e2e_mean", "mean e2e"),
+    ("steady_e2e_p99", "P99 e2e"),
+    ("steady_ttft_mean", "mean TTFT"),
+    ("steady_ttft_p99", "P99 TTFT"),
+    ("steady_normalized_latency_mean", "norm. latency"),
+)
+
+
+def format_paired(rows: Sequence[dict[str, Any]], qps: float, reference: str = "lamps") -> str:
+    """Markdown: every policy at ``qps``, each metric as its mean and its per-seed ratio to
+    ``reference`` (mean ± 95% CI); the ablation table."""
+    policies = sorted({r["policy"] for r in rows if r["qps"] == qps})
+    if reference not in policies:
+        raise ValueError(f"no {reference!r} rows at {qps:g} req/s")
+    head = " | ".join(f"{label} (s) | x {reference}" for _, label in PAIRED_METRICS)
+    lines = [f"| policy | {head} |", "|---|" + "---:|---:|" * len(PAIRED_METRICS)]
+    for p in sorted(policies, key=lambda p: (p != reference, p)):
+        cells = [f"`{p}`"]
+        for metric, _ in PAIRED_METRICS:
+            values = [r[metric] for r in rows if r["policy"] == p and r["qps"] == qps]
+            cells.append(interval(values).format("{:.3g}"))
+            ratio = paired_ratio(rows, p, reference, qps, metric)
+            cells.append("1" if p == reference else ratio.format("{:.2f}"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lamps.replay.targets DIR...``: the targets of each results directory."""
     parser = argparse.ArgumentParser(prog="python -m lamps.replay.targets", description=__doc__)
     parser.add_argument("dirs", nargs="+", type=Path, help="replay output directories")
     parser.add_argument("--policy", default="lamps")
     parser.add_argument("--oracle", default="lamps-oracle")
+    parser.add_argument(
+        "--paired-at",
+        type=float,
+        help="instead: every policy of all DIRS at this rate against --policy (ablations)",
+    )
     args = parser.parse_args(argv)
+    if args.paired_at is not None:
+        rows = [r for d in args.dirs for r in read_rows(d / "results.json")]
+        print(format_paired(rows, args.paired_at, args.policy))
+        return 0
     for d in args.dirs:
         rows = read_rows(d / "results.json")
         print(f"### {d}\n\n{format_targets(rows, args.policy, args.oracle)}\n")
