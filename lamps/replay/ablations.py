@@ -1,0 +1,48 @@
+"""The ablations: LAMPS with one design choice switched, each a replay policy (``lamps-<switch>``).
+
+Each entry maps a policy name to the ``LampsConfig`` keys it sets (``--additional-config
+'{"lamps": {...}}'`` on a server) and what that means; ``lamps.replay.policies`` registers them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "lamps-running-admission": (
+        {"running_order": "admission"},
+        "running list in vLLM's admission order (the authors' way): only waiting is ranked",
+    ),
+    "lamps-starve-none": ({"starvation_rule": "none"}, "no starvation prevention"),
+    "lamps-starve-seconds": (
+        {"starvation_rule": "seconds"},
+        "promote after starvation_seconds (30 s) of waiting",
+    ),
+    "lamps-starve-relative": (
+        {"starvation_rule": "relative"},
+        "promote after waiting starvation_factor (4) times the predicted service time",
+    ),
+    "lamps-starve-authors": (
+        {"starvation_rule": "authors"},
+        "the authors' rule: only requests that already ran count iterations waiting",
+    ),
+    "lamps-redecide-every-step": (
+        {"redecide": "every_step"},
+        "every preserved pause re-decided before each step on its remaining time (InferCept)",
+    ),
+    "lamps-redecide-demote": (
+        {"redecide": "demote"},
+        "pauses start preserved; all but the costliest demoted under memory pressure",
+    ),
+    "lamps-no-swap": ({"allow_swap": False}, "preserve or discard only (no swap)"),
+    "lamps-swap-budgeted": (
+        {"swap_policy": "budgeted"},
+        "swap within what one iteration hides (InferCept's t_sout budget)",
+    ),
+    "lamps-swap-largest-first": (
+        {"swap_policy": "largest_saving_first"},
+        "the iteration's swap budget spent on the largest waste saved first",
+    ),
+}
+"""Name -> (switches, meaning). ``lamps-no-rank`` (ranking off) and ``lamps-oracle`` (no noise)
+are the other two ablations, registered with the main policies."""
