@@ -38,9 +38,11 @@ class OpenAIServer:
                    "--model", self.model, "--host", "127.0.0.1", "--port", str(self.port),
                    *args]  # fmt: skip
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
+        # cwd: not the source tree, whose `lamps` (no compiled core) `-m` would put first on
+        # sys.path; the server must import the installed package, as a user's does.
         self._proc = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {})}, cwd=log_path.parent,
         )  # fmt: skip
 
     def wait_ready(self, timeout: float) -> None:
