@@ -137,11 +137,11 @@ def format_targets(
 
 
 PAIRED_METRICS: tuple[tuple[str, str], ...] = (
-    ("steady_e2e_mean", "mean e2e"),
-    ("steady_e2e_p99", "P99 e2e"),
-    ("steady_ttft_mean", "mean TTFT"),
-    ("steady_ttft_p99", "P99 TTFT"),
-    ("steady_normalized_latency_mean", "norm. latency"),
+    ("steady_e2e_mean", "mean e2e (s)"),
+    ("steady_e2e_p99", "P99 e2e (s)"),
+    ("steady_ttft_mean", "mean TTFT (s)"),
+    ("steady_ttft_p99", "P99 TTFT (s)"),
+    ("steady_normalized_latency_mean", "norm. latency (s/token)"),
 )
 
 
@@ -151,7 +151,7 @@ def format_paired(rows: Sequence[dict[str, Any]], qps: float, reference: str = "
     policies = sorted({r["policy"] for r in rows if r["qps"] == qps})
     if reference not in policies:
         raise ValueError(f"no {reference!r} rows at {qps:g} req/s")
-    head = " | ".join(f"{label} (s) | x {reference}" for _, label in PAIRED_METRICS)
+    head = " | ".join(f"{label} | x {reference}" for _, label in PAIRED_METRICS)
     lines = [f"| policy | {head} |", "|---|" + "---:|---:|" * len(PAIRED_METRICS)]
     for p in sorted(policies, key=lambda p: (p != reference, p)):
         cells = [f"`{p}`"]
