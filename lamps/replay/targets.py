@@ -155,8 +155,13 @@ def format_paired(rows: Sequence[dict[str, Any]], qps: float, reference: str = "
     lines = [f"| policy | {head} |", "|---|" + "---:|---:|" * len(PAIRED_METRICS)]
     for p in sorted(policies, key=lambda p: (p != reference, p)):
         cells = [f"`{p}`"]
+        prow = [r for r in rows if r["policy"] == p and r["qps"] == qps]
+        if any(metric not in r for r in prow for metric, _ in PAIRED_METRICS):
+            # Skipped past saturation in some seed: infinite, as the replay's tables say.
+            lines.append("| " + " | ".join([f"`{p}`", *["inf"] * 2 * len(PAIRED_METRICS)]) + " |")
+            continue
         for metric, _ in PAIRED_METRICS:
-            values = [r[metric] for r in rows if r["policy"] == p and r["qps"] == qps]
+            values = [r[metric] for r in prow]
             cells.append(interval(values).format("{:.3g}"))
             ratio = paired_ratio(rows, p, reference, qps, metric)
             cells.append("1" if p == reference else ratio.format("{:.2f}"))
