@@ -1,10 +1,24 @@
-"""Prints, after a benchmark run, each implementation's median time as a ratio to LAMPS's."""
+"""Prints, after a benchmark run, each implementation's median time as a ratio to LAMPS's.
+
+Also keeps the source tree from shadowing the installed package (see below).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
+
+# `python -m pytest` from the repository root (like `python -c` or PYTHONPATH=.) puts the root
+# first on sys.path, where `lamps/` is the source without its compiled extensions: `import lamps`
+# would stop at "No module named 'lamps._core'". The benchmarks measure the installed package (a
+# wheel, or an editable install, whose import hook maps both the source and the built extensions),
+# so the root comes off sys.path before any benchmark module imports `lamps`.
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _ROOT]
 
 
 def pytest_terminal_summary(

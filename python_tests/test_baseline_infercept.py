@@ -24,15 +24,7 @@ from lamps.baselines.infercept_model import (
     discard_waste,
     swap_allowances,
 )
-from lamps.harness import make_request, run_step
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from lamps.harness import SettableClock, make_request, run_step
 
 
 def session(request_id: str, prompt_len: int, api_seconds: float, max_tokens: int = 4) -> Any:
@@ -67,7 +59,7 @@ def test_discards_every_candidate_but_the_costliest_in_one_iteration(
     sched = make_vllm_scheduler(
         InferCeptScheduler, policy="priority", num_blocks=200, max_num_seqs=8
     )
-    clock = Clock()
+    clock = SettableClock()
     sched.set_clock(clock)
     assert sched.max_num_scheduled_tokens == 384  # InferCept's mlimit
     for rid, prompt in (("small", 40), ("mid", 80), ("large", 160)):
@@ -100,7 +92,7 @@ def harness(tiny_llama_dir: Path) -> Any:
         h = SwapHarness(
             tiny_llama_dir, scheduler_cls=InferCeptScheduler, prefix_caching=True, **kwargs
         )
-        h.clock = Clock()  # type: ignore[attr-defined]
+        h.clock = SettableClock()  # type: ignore[attr-defined]
         h.scheduler.set_clock(h.clock)
         made.append(h)
         return h
@@ -210,7 +202,7 @@ def test_long_overdue_or_short_calls_are_never_discarded_by_the_rule(
     make_vllm_scheduler: Any,
 ) -> None:
     sched = make_vllm_scheduler(InferCeptScheduler, policy="priority", num_blocks=200)
-    clock = Clock()
+    clock = SettableClock()
     sched.set_clock(clock)
     sched.add_request(session("a", 100, api_seconds=1.0))
     sched.add_request(session("b", 120, api_seconds=1.0))

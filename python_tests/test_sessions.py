@@ -14,21 +14,13 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus
 
 from lamps._core import Strategy
-from lamps.harness import make_request, run_step
+from lamps.harness import SettableClock, make_request, run_step
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
 
 BLOCK = 16
 # Recompute expensive (a large model): a pinned turn is the least waste for gaps of seconds.
 EXPENSIVE_RECOMPUTE = {"a_ms_per_token": 5.0, "c_ms": 20.0, "kv_bytes_per_token": 1e6,
                        "link_bytes_per_second": 1e9}  # fmt: skip
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def build(make: Any, cls: type = LampsSyncScheduler, num_blocks: int = 64, **lamps: Any) -> Any:
@@ -38,7 +30,7 @@ def build(make: Any, cls: type = LampsSyncScheduler, num_blocks: int = 64, **lam
         sched = make(cls, num_blocks=num_blocks, max_num_seqs=8)
     else:
         sched = make(cls, num_blocks=num_blocks, max_num_seqs=8, additional_config={"lamps": cfg})
-    clock = Clock()
+    clock = SettableClock(100.0)
     if hasattr(sched, "set_clock"):
         sched.set_clock(clock)
     sched.test_step_seconds = 0.0  # how far the clock moves per engine step

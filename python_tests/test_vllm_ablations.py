@@ -8,7 +8,7 @@ import pytest
 from vllm.v1.request import RequestStatus
 
 from lamps import BatchState, CostModel, Strategy
-from lamps.harness import make_request, run_step
+from lamps.harness import SettableClock, make_request, run_step
 from lamps.vllm import LampsSyncScheduler
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.config import LampsConfig
@@ -18,14 +18,6 @@ from lamps.vllm.state import RequestState
 from lamps.vllm.stats import LampsStats
 
 QUIET = {"log_interval_s": 0.0}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def lamps(make: Any, build: dict[str, Any] | None = None, **cfg: Any) -> Any:
@@ -61,7 +53,9 @@ def test_running_order_decides_the_victim(
     assert victims and victims[0] == victim
 
 
-def _starve(make: Any, clock: Clock | None = None, steps: int = 30, **cfg: Any) -> list[str]:
+def _starve(
+    make: Any, clock: SettableClock | None = None, steps: int = 30, **cfg: Any
+) -> list[str]:
     sched = lamps(make, {"max_num_seqs": 1}, **cfg)
     if clock is not None:
         sched.set_clock(clock)
@@ -83,14 +77,14 @@ def test_starvation_none_never_promotes(make_vllm_scheduler: Any) -> None:
 
 
 def test_starvation_by_seconds_of_waiting(make_vllm_scheduler: Any) -> None:
-    order = _starve(make_vllm_scheduler, Clock(), starvation_rule="seconds",
+    order = _starve(make_vllm_scheduler, SettableClock(100.0), starvation_rule="seconds",
                     starvation_seconds=5.0)  # fmt: skip
     # One step per second: promoted after about 5 steps of waiting.
     assert "big" in order and 4 <= order.index("big") <= 7
 
 
 def test_starvation_relative_to_predicted_service(make_vllm_scheduler: Any) -> None:
-    order = _starve(make_vllm_scheduler, Clock(), starvation_rule="relative",
+    order = _starve(make_vllm_scheduler, SettableClock(100.0), starvation_rule="relative",
                     starvation_factor=1.0)  # fmt: skip
     assert "big" in order
 

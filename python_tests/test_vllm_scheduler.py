@@ -11,21 +11,11 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus
 
 from lamps._core import Strategy
-from lamps.harness import make_request, run_step
+from lamps.harness import SettableClock, make_request, run_step
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
 
 LAMPS_CLASSES = [LampsSyncScheduler, LampsScheduler]
 QUIET = {"log_interval_s": 0.0}
-
-
-class FakeClock:
-    """A settable clock for pause durations."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def lamps(make: Any, cls: type = LampsSyncScheduler, **lamps_cfg: Any) -> Any:
@@ -234,7 +224,7 @@ def test_swap_without_offloading_falls_back_to_discard_once(
 
 def test_preserved_pause_outlasting_prediction_is_redecided(make_vllm_scheduler: Any) -> None:
     sched = lamps(make_vllm_scheduler, allow_swap=False)
-    clock = FakeClock()
+    clock = SettableClock(1000.0)
     sched.set_clock(clock)
     total = free_blocks(sched)
     start_session(sched, api_seconds=0.0)
@@ -255,7 +245,7 @@ def test_preserved_pause_outlasting_prediction_is_redecided(make_vllm_scheduler:
 
 def test_observed_pauses_train_the_api_predictor(make_vllm_scheduler: Any) -> None:
     sched = lamps(make_vllm_scheduler, default_api_seconds=1.0)
-    clock = FakeClock()
+    clock = SettableClock(1000.0)
     sched.set_clock(clock)
     start_session(sched, api_seconds=None)
     clock.now += 7.0
@@ -356,7 +346,7 @@ def test_log_line_reports_the_interval(make_vllm_scheduler: Any, caplog: Any) ->
         LampsSyncScheduler,
         additional_config={"lamps": {"log_interval_s": 5.0, "allow_swap": False}},
     )
-    clock = FakeClock()
+    clock = SettableClock(1000.0)
     sched.set_clock(clock)
     caplog.set_level(logging.INFO, logger="vllm.lamps")
 

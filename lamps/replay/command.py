@@ -137,7 +137,7 @@ def add_replay_parser(sub: Any) -> None:
     r.add_argument(
         "--allow-dirty",
         action="store_true",
-        help="run from a tree with uncommitted changes (results marked DIRTY)",
+        help="run from a checkout of vllm-lamps with uncommitted changes (results marked DIRTY)",
     )
     r.add_argument("--vllm-logs", action="store_true", help="show vLLM's own log lines")
     r.add_argument("--no-plots", action="store_true")

@@ -28,7 +28,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from vllm.v1.request import Request, RequestStatus
 
@@ -217,12 +217,7 @@ class SessionParking:
 
     def release_for_pressure(self, now: float) -> bool:
         """Give back the pinned turn whose pin wastes most; False when none is pinned."""
-        victim = self._costliest_pin(now)
-        if victim is None:
-            return False
-        self._stats.pressure_releases += 1
-        self._unpin(victim, Strategy.DISCARD)
-        return True
+        return self._release_costliest(now, "pressure_releases")
 
     def release_all_pins(self) -> int:
         """Give back every pinned turn (they stay parked, in the prefix cache); returns them."""
@@ -354,17 +349,25 @@ class SessionParking:
         if num_blocks > self._max_parked_blocks:
             return False
         while self._pinned_blocks + num_blocks > self._max_parked_blocks:
-            victim = self._costliest_pin(now)
-            if victim is None:
+            if not self._release_costliest(now, "cap_releases"):
                 return False
-            self._stats.cap_releases += 1
-            self._unpin(victim, Strategy.DISCARD)
         return True
 
     def _recheck(self, sid: str, parked: ParkedTurn, now: float, after: float) -> None:
         deadline = now + max(after, self._batch.iteration_seconds())
         deadline = min(deadline, parked.parked_at + self._cfg.session_max_pin_s)
         heapq.heappush(self._deadlines, (deadline, next(self._seq), sid, parked.epoch))
+
+    def _release_costliest(
+        self, now: float, counter: Literal["pressure_releases", "cap_releases"]
+    ) -> bool:
+        """Give back the costliest pin, counted in stat `counter`; False when none is pinned."""
+        victim = self._costliest_pin(now)
+        if victim is None:
+            return False
+        setattr(self._stats, counter, getattr(self._stats, counter) + 1)
+        self._unpin(victim, Strategy.DISCARD)
+        return True
 
     def _costliest_pin(self, now: float) -> ParkedTurn | None:
         """The pinned turn whose pin wastes most against discarding it (takers last)."""
