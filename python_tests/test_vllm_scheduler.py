@@ -84,7 +84,9 @@ def test_preemption_victim_is_largest_score(make_vllm_scheduler: Any, cls: type)
 
 
 def test_starved_request_is_promoted(make_vllm_scheduler: Any) -> None:
-    sched = lamps(make_vllm_scheduler, max_num_seqs=1, starvation_threshold=5)
+    sched = lamps(
+        make_vllm_scheduler, max_num_seqs=1, starvation_rule="iterations", starvation_threshold=5
+    )
     sched.add_request(make_request("big", list(range(400)), max_tokens=4))
     order: list[str] = []
     for i in range(30):
@@ -99,8 +101,35 @@ def test_starved_request_is_promoted(make_vllm_scheduler: Any) -> None:
     assert sched.lamps_stats.promotions >= 1
 
 
+def test_default_rule_bounds_the_wait_and_keeps_ranking_for_most_admissions(
+    make_vllm_scheduler: Any,
+) -> None:
+    # The default: a request waiting starvation_seconds (10 s) is promoted, and promoted
+    # requests get one admission in starvation_share (4); the other three stay in score order.
+    sched = lamps(make_vllm_scheduler, max_num_seqs=1)
+    clock = SettableClock()
+    sched.set_clock(clock)
+    for name in ("big1", "big2"):
+        sched.add_request(make_request(name, list(range(400 + len(name))), max_tokens=1))
+    order: list[str] = []
+    for i in range(40):
+        sched.add_request(
+            make_request(f"s{i}", list(range(3000 + 20 * i, 3010 + 20 * i)), max_tokens=1)
+        )
+        out, _ = run_step(sched)
+        order += [r.req_id for r in out.scheduled_new_reqs]
+        clock.now += 1.0
+    first = order.index("big1")
+    assert 10 <= first <= 12, order  # waited its 10 s, then went within one share
+    gap = order.index("big2") - first
+    assert gap == 4, order  # three ranked admissions between two promoted ones
+    assert sched.lamps_stats.promotions >= 2
+
+
 def test_no_promotion_when_starvation_off(make_vllm_scheduler: Any) -> None:
-    sched = lamps(make_vllm_scheduler, max_num_seqs=1, starvation_threshold=0)
+    sched = lamps(
+        make_vllm_scheduler, max_num_seqs=1, starvation_rule="iterations", starvation_threshold=0
+    )
     sched.add_request(make_request("big", list(range(400)), max_tokens=4))
     order: list[str] = []
     for i in range(20):

@@ -27,7 +27,7 @@ from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.request import Request, StreamingUpdate
+from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
 from lamps._core import RankingQueue, Strategy
 from lamps.vllm.batch import BatchEstimator
@@ -50,6 +50,8 @@ logger = logging.getLogger("vllm.lamps")
 
 _WAITING_QUEUE_ID = 1
 _KV_HOLDING_QUEUE_ID = 2
+# Finished as the client asked (not aborted): what they did is a sample of requests' lives.
+_COMPLETED = (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH_CAPPED)
 
 
 @dataclass(frozen=True)
@@ -85,18 +87,22 @@ class _LampsMixin(SchedulerHooks):
         self._timed_starvation = cfg.starvation_rule in ("seconds", "relative")
         threshold = self._starvation_threshold(cfg)
         patience = self._patience if cfg.starvation_rule in ("relative", "authors") else None
+        share = cfg.starvation_share
         self.waiting = RankingRequestQueue(
-            self._table, self._rank, _WAITING_QUEUE_ID, threshold, patience
+            self._table, self._rank, _WAITING_QUEUE_ID, threshold, patience, share
         )
         self.kv_holding_waiting = RankingRequestQueue(
-            self._table, self._rank, _KV_HOLDING_QUEUE_ID, threshold, patience
+            self._table, self._rank, _KV_HOLDING_QUEUE_ID, threshold, patience, share
         )
         self._starvation_clock_ms: float | None = None
         self._steps = 0
         block_pool = self.kv_cache_manager.block_pool
         self._batch = BatchEstimator(
-            self._cost, self.block_size, bool(self.cache_config.enable_prefix_caching)
-        )
+            self._cost, self.block_size, bool(self.cache_config.enable_prefix_caching),
+            self.max_num_scheduled_tokens,
+        )  # fmt: skip
+        backlog = getattr(self.connector, "lamps_link_backlog_tokens", None)
+        self._link_backlog: Callable[[], tuple[int, int]] = backlog or (lambda: (0, 0))
         self.kv_pauses = KvPauses(self)
         self._pause_policy = PauseController(
             self.kv_pauses, self._batch, self._cost, block_pool.get_num_free_blocks,
@@ -174,11 +180,16 @@ class _LampsMixin(SchedulerHooks):
         if not self.lamps_config.ranking:
             return 0.0  # FCFS: equal scores fall back to arrival order
         hints, continues = state.hints, request.resumable
+        tool, made = state.first_tool or hints.tool, state.calls
         if request.session_id is not None and not request.resumable:
             # A turn of a stateless session: forecast with what the session has shown.
             hints, continues = self._sessions.forecast_hints(request, hints)
+            tool, made = self._sessions.history_key(request, hints)
         turn = self.forecaster.turn(hints, request.max_tokens, continues)
-        inputs = score_inputs(request, turn)
+        rest = None
+        if self.lamps_config.score_horizon == "life":
+            rest = self.forecaster.rest(tool, made, hints.remaining_calls)
+        inputs = score_inputs(request, turn, rest)
         self._table.set_inputs(state.slot, inputs)
         return self._scorer.score(inputs, self._batch.state)
 
@@ -200,14 +211,22 @@ class _LampsMixin(SchedulerHooks):
             running,
             self.kv_cache_manager.block_pool.get_num_free_blocks(),
             self.forecaster.api.predict(None),
+            self._link_backlog(),
         )
         running_scores = None
         if running and self.lamps_config.ranking and self.lamps_config.running_order == "score":
             states = [self._table.get(r.request_id) for r in running]
             running_scores = self._scorer.running_scores(running, states, self._table, batch)
-            promoted = [i for i, st in enumerate(states) if st.promoted]
-            if promoted:
-                running_scores[promoted] = -math.inf
+            # Promoted requests, and those preempted `max_preemptions` times already, go
+            # first: vLLM's victim is the last of the list.
+            limit = self.lamps_config.max_preemptions
+            first = [
+                i
+                for i, (r, st) in enumerate(zip(running, states, strict=True))
+                if st.promoted or (limit and r.num_preemptions >= limit)
+            ]
+            if first:
+                running_scores[first] = -math.inf
         self._pause_policy.before_step(now, self.requests, self._table.get)
         self._sessions.before_step(now)
         if self.lamps_config.ranking:
@@ -259,7 +278,8 @@ class _LampsMixin(SchedulerHooks):
         if request.request_id not in self.requests:
             self._table.release(request.request_id)
             hints = self._read_hints(request)
-            self._table.add(request.request_id, hints)
+            state = self._table.add(request.request_id, hints)
+            state.first_tool = hints.tool
             if request.session_id is not None and not request.resumable:
                 self._sessions.on_arrival(request, self._clock())
         super().add_request(request)  # type: ignore[misc]
@@ -276,15 +296,24 @@ class _LampsMixin(SchedulerHooks):
         return hints
 
     def on_finishing(self, request: Request) -> None:
-        if request.session_id is None or request.resumable:
-            return
         state = self._table.get(request.request_id)
+        if request.session_id is None or request.resumable:
+            if state is not None and request.status in _COMPLETED:
+                # What finished requests did teaches the rest of later ones' lives.
+                self.forecaster.observe_finish(state.first_tool, state.calls, state.turn_output)
+            return
         hints = state.hints if state is not None else Hints()
         self._sessions.on_finishing(request, hints, self._clock())
 
     def on_kv_shortage(self) -> bool:
-        # Parked turns give their pinned blocks back before vLLM preempts a running request.
-        return self._sessions.release_for_pressure(self._clock())
+        # Before vLLM preempts a running request: parked turns give their pinned blocks back,
+        # then paused sessions holding KV are released, the costliest to keep first.
+        now = self._clock()
+        if self._sessions.release_for_pressure(now):
+            return True
+        if not self.lamps_config.release_paused_under_pressure:
+            return False
+        return self._pause_policy.release_for_pressure(now)
 
     def on_freed(self, request: Request) -> None:
         # vLLM frees a request that stopped while preempted (async scheduling: its last token
@@ -315,6 +344,7 @@ class _LampsMixin(SchedulerHooks):
     def on_turn_end(self, request: Request) -> None:
         state = self._table.get(request.request_id)
         if state is not None:
+            state.turn_output = request.num_output_tokens
             self.forecaster.observe_turn(state.hints.tool, request.num_output_tokens)
 
     def on_pause(self, request: Request) -> None:
@@ -334,6 +364,7 @@ class _LampsMixin(SchedulerHooks):
             )
             self.lamps_stats.resumed += 1
             state.pause_started = None
+            state.calls += 1
         state.strategy = None
         self._pause_policy.forget(session.request_id)
         state.hints = self._read_hints(session)

@@ -72,6 +72,7 @@ class Session:
 
     session_id: str
     turns: int = 0
+    first_tool: str | None = None
     last_active: float = 0.0
     live: set[str] = field(default_factory=set)
     parked: ParkedTurn | None = None

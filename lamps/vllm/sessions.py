@@ -116,6 +116,15 @@ class SessionParking:
         filled = Hints(**{**as_dict(hints), **fill}) if fill else hints
         return filled, not hints.session_end
 
+    def history_key(self, request: Request, hints: Hints) -> tuple[str | None, int]:
+        """The key a session's life is learned under (its first tool hint) and the calls it
+        made so far (its finished turns)."""
+        sid = request.session_id
+        session = self._sessions.get(sid) if sid else None
+        if session is None:
+            return hints.tool, 0
+        return session.first_tool or hints.tool, session.turns
+
     # ----- events -------------------------------------------------------------------------------
 
     def on_arrival(self, request: Request, now: float) -> None:
@@ -166,6 +175,8 @@ class SessionParking:
         self._stats.session_turns += 1
         aborted = request.status == RequestStatus.FINISHED_ABORTED
         tool_hinted = hints.tool is not None or hints.predicted_api_seconds is not None
+        if session.turns == 0 and session.first_tool is None:
+            session.first_tool = hints.tool
         if (
             hints.session_end
             or request.status == RequestStatus.FINISHED_ERROR
@@ -173,6 +184,11 @@ class SessionParking:
         ):
             # Stop strings reach the engine as aborts too: a request that announced a tool
             # call parks its turn; any other abort is a disconnect and ends the session.
+            if hints.session_end and not aborted:
+                # A session the client ended: its length teaches later sessions' forecasts.
+                self._forecaster.observe_finish(
+                    session.first_tool, session.turns, request.num_output_tokens
+                )
             self.end(sid)
             return
         session.turns += 1

@@ -51,6 +51,10 @@ class LampsStats:
     swap_fallbacks: int = _stat("swap_fallback", "swaps no swap path took: discarded")
     redecided: int = _stat("redecided", "preserved pauses re-decided after overrunning")
     resumed: int = _stat("resumed", "pauses ended by their next input")
+    paused_pressure_releases: int = _stat(
+        "paused_pressure_releases",
+        "preserved pauses discarded because an allocation lacked free blocks",
+    )
     recomputed_tokens: int = _stat(
         "recomputed_tokens", "released context tokens computed again at resume"
     )
