@@ -151,6 +151,7 @@ class SimEngine:
             self.vllm_config, kv_cache_config, scheduler_cls=policy.scheduler_cls
         )
         policy.attach(self.scheduler, self.clock)
+        self.settings = self._settings_ran(transfer is not None)
         cache_config = self.vllm_config.cache_config
         self._hasher = block_hasher(cache_config.block_size, cache_config.prefix_caching_hash_algo)
         self._events: list[tuple[float, int, int, Any]] = []
@@ -172,6 +173,20 @@ class SimEngine:
     def clock(self) -> float:
         """Virtual time in seconds."""
         return self.now
+
+    def _settings_ran(self, host_pool: bool) -> dict[str, Any]:
+        """The engine settings this policy's scheduler actually runs with, read back from it,
+        so that a results row shows what its policy ran (equal terms can be checked)."""
+        config = self.vllm_config
+        return {
+            "token_budget": int(self.scheduler.max_num_scheduled_tokens),
+            "max_num_seqs": int(config.scheduler_config.max_num_seqs),
+            "prefix_caching": bool(config.cache_config.enable_prefix_caching),
+            "kv_capacity_tokens": self.profile.num_blocks() * self.profile.block_size,
+            "block_size": self.profile.block_size,
+            "host_swap_gib": self.profile.host_memory_bytes / GIB if host_pool else 0.0,
+            "hidden_fraction": self.settings.hidden_fraction,
+        }
 
     @property
     def swapped_bytes(self) -> float:
@@ -419,4 +434,5 @@ class SimEngine:
                 "compute_seconds": self.compute_seconds,
                 "swap_stall_seconds": self.stall_seconds,
             },
+            settings=self.settings,
         )

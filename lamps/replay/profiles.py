@@ -84,9 +84,10 @@ class EngineSettings:
 
 ENGINE_SETTINGS = {
     "vllm-0.32": EngineSettings(),
-    # The 2024 vLLM fork InferCept and LAMPS ran: no automatic prefix caching (added to vLLM
-    # in 0.4), the 2,048-token budget of its SchedulerConfig default.
-    "paper": EngineSettings("paper", enable_prefix_caching=False, max_num_batched_tokens=2048),
+    # The 2024 vLLM fork InferCept and LAMPS ran, for every policy alike: no automatic prefix
+    # caching (added to vLLM in 0.4) and 384 tokens per step (`mlimit`, InferCept's
+    # scheduler_v2.py 741-745 and the authors' 921-924, the budget of every iteration there).
+    "paper": EngineSettings("paper", enable_prefix_caching=False, max_num_batched_tokens=384),
 }
 
 
@@ -172,17 +173,6 @@ class GpuProfile:
         return self.num_blocks() * self.block_size
 
 
-# Llama-3.1-8B: 32 layers, 8 KV heads of 128 (GQA) -> 131,072 KV bytes per token; 8.03e9
-# parameters (16.06 GB fp16). Its scheduler cost model (no published fit exists) takes the
-# engine's: a = the linear layers' per-token slope, c = CPU overhead + reading the weights.
-_LLAMA31_8B_COST = {
-    "a_ms_per_token": 0.0207,
-    "c_ms": 8.66,
-    "kv_bytes_per_token": 131_072.0,
-    "link_bytes_per_second": 50e9,
-    "saturation_tokens": 384,
-}
-
 # GPT-J-6B: 6.05e9 fp16 parameters; 28 layers x 4096 hidden -> 2*28*4096*2 = 458,752 KV bytes
 # per token (the core's cost model carries that number). The paper limits the GPU to 40 GB for
 # weights plus KV cache. Swapped KV goes to a host pool of `host_memory_bytes`.
@@ -217,9 +207,11 @@ PROFILES: dict[str, GpuProfile] = {
     ),
     # Llama-3.1-8B on one H100 SXM 80 GB at vLLM's default gpu_memory_utilization 0.9, for the
     # agent trace's long contexts (max_model_len 131,072; the trace stays below 64k).
+    # Its scheduler cost model (no published fit exists) takes the engine's: a = the linear
+    # layers' per-token slope, c = CPU overhead + reading the weights (lamps.CostModel profile).
     "llama31-8b-h100": GpuProfile(
         "llama31-8b-h100",
-        _LLAMA31_8B_COST,
+        "llama31-8b-h100",
         int(0.9 * 80 * GIB),
         16_060_000_000,
         32,

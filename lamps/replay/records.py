@@ -51,6 +51,7 @@ class RunResult:
     policy_stats: dict[str, Any] = field(default_factory=dict)
     stopped_at: float | None = None
     engine_stats: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # engine settings it ran with
 
 
 class KvUsageSeries:

@@ -27,7 +27,7 @@ class ReplayConfig:
     """What to replay: policies x rates x seeds over one workload."""
 
     policies: tuple[str, ...] = ("vllm", "infercept", "lamps")
-    qps: tuple[float, ...] = (5.0, 6.0)
+    qps: tuple[float, ...] = (4.0,)
     duration: float = 300.0
     profile: str = "gptj-6b-a100"
     engine: str = "vllm-0.32"
@@ -37,7 +37,7 @@ class ReplayConfig:
     seeds: tuple[int, ...] = ()
     warmup: float = 0.1
     cutoff: float = 0.8
-    drain: float = 2.0
+    drain: float = 3.0
     stop_past: float | None = None  # skip a policy's higher rates once its P99 TTFT passes this
     extra: dict[str, Any] = field(default_factory=dict)
 
