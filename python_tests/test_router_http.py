@@ -65,9 +65,11 @@ SERVER_ARGS = ["--block-size", str(BLOCK), "--num-gpu-blocks-override", str(KV_B
                "--max-model-len", "1024", "--max-num-seqs", "8", "--enforce-eager",
                "--dtype", "float32", "--seed", "0", "--enable-prompt-tokens-details",
                "--distributed-executor-backend", "uni",  # no worker process per engine
+               "--enable-log-requests",  # "Added request": when to kill an engine mid-turn
                "--scheduler-cls", "lamps.vllm.LampsScheduler",
                "--additional-config", json.dumps(LAMPS_CONFIG)]  # fmt: skip
 ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "INFO"}
+ADDED = "Added request"  # vLLM's log line for a request given to its engine
 # Health checked every second and dropped at the first failure: a killed engine leaves at once.
 ROUTER_ARGS = ["--policy", "sticky_least_loaded", "--health-check-interval-secs", "1",
                "--health-failure-threshold", "1", "--log-level", "info"]  # fmt: skip
@@ -199,15 +201,16 @@ async def scrape(engines: list[OpenAIServer]) -> list[str]:
     return list(await asyncio.gather(*(asyncio.to_thread(e.metrics) for e in engines)))
 
 
-async def kill_while_busy(engine: OpenAIServer, timeout: float = 60.0) -> None:
-    """SIGKILL `engine` as soon as its /metrics shows a running request."""
+async def kill_when_added(engine: OpenAIServer, before: int, timeout: float = 60.0) -> None:
+    """SIGKILL `engine` once its log shows more than `before` requests added to its engine
+    (`--enable-log-requests`): a turn is then in flight there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if metric(await asyncio.to_thread(engine.metrics), "vllm:num_requests_running") >= 1:
+        if engine.log_text().count(ADDED) > before:
             engine.kill()
             return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{engine.url} ran no request within {timeout:.0f} s")
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{engine.url} was sent no request within {timeout:.0f} s")
 
 
 def settled(engine: OpenAIServer, timeout: float = 10.0) -> str:
@@ -269,10 +272,11 @@ def test_sessions_stick_to_an_engine_and_survive_its_crash(engines: Any) -> None
         try:
             for k in range(TURNS):
                 tokens = KILL_TURN_TOKENS if k == KILL_TURN else OUTPUT_TOKENS
+                added = victim.log_text().count(ADDED)
                 turns = asyncio.gather(*(a.turn(client, model, tokens, k == TURNS - 1)
                                          for a in agents))  # fmt: skip
                 if k == KILL_TURN:
-                    await kill_while_busy(victim)
+                    await kill_when_added(victim, added)
                 await turns
                 if k < KILL_TURN:
                     await sweep(client, model, k)  # the tool calls run meanwhile
@@ -297,6 +301,8 @@ def test_sessions_stick_to_an_engine_and_survive_its_crash(engines: Any) -> None
     on_victim = {sid for sid, url in first.items() if url == victim.url}
     assert 0 < len(on_victim) < AGENTS
     assert moves == dict.fromkeys(on_victim, survivor.url)
+    # The kill cut requests the router had sent to the victim: it reported them failed.
+    assert re.search(rf"ERROR.*{re.escape(victim.url)}", router.log_text()), router.tail()
 
     # While the tools ran, each session was tracked by exactly one engine, parked turns
     # were pinned, and the pins are used KV (vllm:kv_cache_usage_perc) on an idle engine.
