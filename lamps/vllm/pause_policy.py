@@ -195,6 +195,13 @@ class PauseController:
             self._stats.redecided += 1
             self._release(request, state, strategy, elapsed)
 
+    def preserved_token_seconds(self, now: float) -> float:
+        """KV memory over time the preserved pauses are expected to hold: context x rest of call."""
+        return sum(
+            request.num_computed_tokens * self._remaining(state, now)
+            for request, state in self._preserved.values()
+        )
+
     def _remaining(self, state: RequestState, now: float) -> float:
         elapsed = now - (state.pause_started or now)
         left = state.predicted_api_seconds - elapsed

@@ -42,7 +42,7 @@ from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.scoring import Scorer, score_inputs
 from lamps.vllm.session_state import session_swap_path
 from lamps.vllm.sessions import SessionParking
-from lamps.vllm.state import RequestState, RequestTable
+from lamps.vllm.state import NOT_QUEUED, RequestState, RequestTable
 from lamps.vllm.stats import LampsStats, StatsLog
 
 # A child of vLLM's logger, so `vllm serve` prints LAMPS lines with its format and level.
@@ -402,9 +402,42 @@ class _LampsMixin(SchedulerHooks):
         stats = super().make_stats(*args, **kwargs)  # type: ignore[misc]
         if stats is not None:
             # Carried to the front end for LAMPS' stat logger (lamps.vllm.metrics).
-            self._sessions.update_gauges()
+            self._update_load_gauges()
             attach_stats_payload(stats, stats_payload(self.lamps_stats))
         return stats
+
+    def _update_load_gauges(self) -> None:
+        """Refresh the gauges that show routers this engine's load (docs/many-engines.md)."""
+        self._sessions.update_gauges()
+        stats = self.lamps_stats
+        stats.pinned_blocks = self.kv_pauses.num_pinned_blocks
+        stats.paused_requests = self.num_waiting_for_streaming_input
+        waiting = len(self.waiting) + len(self.kv_holding_waiting)
+        stats.queued_requests = waiting - self.num_waiting_for_streaming_input
+        token_seconds = self.lamps_memory_over_time()
+        # Exact in a double and far inside the int64 the stats travel as (inf and NaN: capped).
+        stats.memory_over_time = round(token_seconds) if token_seconds < 2.0**53 else 2**53
+
+    def lamps_memory_over_time(self) -> float:
+        """KV token-seconds this engine is predicted to hold for what it has now.
+
+        The LAMPS score (the area under a request's KV memory over the rest of its turn and
+        the call after it) of every running and every queued request, plus the KV kept for
+        parked session turns and paused sessions times the rest of their predicted gap.
+        """
+        now = self._clock()
+        table, batch = self._table, self._batch.state
+        total = self._sessions.pinned_token_seconds(now)
+        total += self._pause_policy.preserved_token_seconds(now)
+        states = [table.get(r.request_id) for r in self.running]
+        running = [r for r, st in zip(self.running, states, strict=True) if st is not None]
+        if running:
+            known = [st for st in states if st is not None]
+            total += float(self._scorer.running_scores(running, known, table, batch).sum())
+        queued = table.where[: table.num_slots()] != NOT_QUEUED
+        if queued.any():
+            total += float(self._scorer.table_scores(table, batch)[queued].sum())
+        return total
 
     def shutdown(self) -> None:
         self._log.maybe_log(self._clock(), self._queues_summary(), force=True)

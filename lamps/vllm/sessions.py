@@ -264,17 +264,36 @@ class SessionParking:
             self.end(sid)
 
     def update_gauges(self) -> None:
-        """Refresh the parked-session gauges of the stats."""
+        """Refresh the parked-session gauges of the stats (turns and their tokens by strategy)."""
         by = {Strategy.PRESERVE: 0, Strategy.DISCARD: 0, Strategy.SWAP: 0}
+        tokens = dict.fromkeys(by, 0)
         for session in self._sessions.values():
-            if session.parked is not None:
-                by[session.parked.strategy] += 1
+            parked = session.parked
+            if parked is not None:
+                by[parked.strategy] += 1
+                kept = parked.pinned * self._block_size  # a re-pin keeps what was intact
+                tokens[parked.strategy] += kept if parked.pinned else parked.tokens
         stats = self._stats
         stats.parked_preserve = by[Strategy.PRESERVE]
         stats.parked_discard = by[Strategy.DISCARD]
         stats.parked_swap = by[Strategy.SWAP]
+        stats.parked_kv_preserve = tokens[Strategy.PRESERVE]
+        stats.parked_kv_discard = tokens[Strategy.DISCARD]
+        stats.parked_kv_swap = tokens[Strategy.SWAP]
         stats.parked_blocks = self._pinned_blocks
         stats.sessions = len(self._sessions)
+
+    def pinned_token_seconds(self, now: float) -> float:
+        """KV memory over time the pinned turns are expected to hold: tokens x rest of gap."""
+        total = 0.0
+        for session in self._sessions.values():
+            parked = session.parked
+            if parked is not None and parked.pinned:
+                elapsed = max(now - parked.parked_at, 0.0)
+                # An overrun gap is expected to last about as long again, as re-decisions do.
+                rest = max(parked.predicted_gap - elapsed, elapsed)
+                total += parked.pinned * self._block_size * rest
+        return total
 
     # ----- internals ----------------------------------------------------------------------------
 
