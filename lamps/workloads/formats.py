@@ -27,7 +27,10 @@ from lamps.workloads.model import TraceSegment, Workload, WorkloadRequest
 CHARS_PER_TOKEN = 4.0
 """Average characters per GPT-2/GPT-J BPE token on English text (text traces only)."""
 
-BUILTIN_TRACES = {"infercept-multi-api": "infercept_multi_api.segments.json.gz"}
+BUILTIN_TRACES = {
+    "infercept-multi-api": "infercept_multi_api.segments.json.gz",
+    "mars-single-api": "mars_single_api.segments.json.gz",
+}
 """Traces shipped in lamps/data (compact format), usable as ``--trace builtin:NAME``."""
 
 GENERATED_TRACES = ("infercept-single-api", "agent")
