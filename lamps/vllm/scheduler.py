@@ -50,7 +50,8 @@ logger = logging.getLogger("vllm.lamps")
 
 _WAITING_QUEUE_ID = 1
 _KV_HOLDING_QUEUE_ID = 2
-# Finished as the client asked (not aborted): what they did is a sample of requests' lives.
+# Finished as the client asked: what they did is a sample of requests' lives. A streaming
+# session closed by its client between turns finishes "aborted" while still resumable.
 _COMPLETED = (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH_CAPPED)
 
 
@@ -298,7 +299,7 @@ class _LampsMixin(SchedulerHooks):
     def on_finishing(self, request: Request) -> None:
         state = self._table.get(request.request_id)
         if request.session_id is None or request.resumable:
-            if state is not None and request.status in _COMPLETED:
+            if state is not None and (request.status in _COMPLETED or request.resumable):
                 # What finished requests did teaches the rest of later ones' lives.
                 self.forecaster.observe_finish(state.first_tool, state.calls, state.turn_output)
             return
