@@ -9,9 +9,7 @@ from __future__ import annotations
 import math
 
 
-def _rebuild_area(
-    held: float, compute: float, spare: float, t0: float, pair_s: float
-) -> float:
+def _rebuild_area(held: float, compute: float, spare: float, t0: float, pair_s: float) -> float:
     if compute <= 0:
         return 0.0
     full = math.ceil(compute / spare) - 1
@@ -73,8 +71,6 @@ def score(
         elif discard <= swap:
             area += _rebuild_area(cached, lost + returned, spare, t0, pair_s)
         else:
-            area += context * 2 * swap_one_way + _rebuild_area(
-                context, returned, spare, t0, pair_s
-            )
+            area += context * 2 * swap_one_way + _rebuild_area(context, returned, spare, t0, pair_s)
         context += returned
     return area
