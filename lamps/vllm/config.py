@@ -81,7 +81,7 @@ class LampsConfig:
     starvation_share: int = 4
     ranking: bool = True
     rescore_interval: int = 1
-    rescore_tolerance: float = 0.05
+    rescore_tolerance: float = 0.25
     log_interval_s: float = 10.0
     default_api_seconds: float = 1.0
     default_output_tokens: int = 64

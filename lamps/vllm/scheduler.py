@@ -50,6 +50,9 @@ logger = logging.getLogger("vllm.lamps")
 
 _WAITING_QUEUE_ID = 1
 _KV_HOLDING_QUEUE_ID = 2
+RUNNING_RESORT_STEPS = 8
+"""Steps between two sorts of an unchanged running list."""
+
 # Finished as the client asked: what they did is a sample of requests' lives. A streaming
 # session closed by its client between turns finishes "aborted" while still resumable.
 _COMPLETED = (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH_CAPPED)
@@ -116,6 +119,10 @@ class _LampsMixin(SchedulerHooks):
             session_swap_path(self.connector),
         )  # fmt: skip
         self._batch_key_at_rescore: tuple[float, float, float] | None = None
+        # The running list is re-sorted when its members changed, else every few steps (its
+        # scores move only as the requests decode).
+        self._running_changed = True
+        self._last_running_sort = 0
         self._last_rescore_iteration = -(1 << 62)
         self._log = StatsLog(self.lamps_stats, cfg.log_interval_s, self._clock())
         logger.info("LAMPS scheduler %s: %s", type(self).__name__, cfg.as_dict())
@@ -215,19 +222,8 @@ class _LampsMixin(SchedulerHooks):
             self._link_backlog(),
         )
         running_scores = None
-        if running and self.lamps_config.ranking and self.lamps_config.running_order == "score":
-            states = [self._table.get(r.request_id) for r in running]
-            running_scores = self._scorer.running_scores(running, states, self._table, batch)
-            # Promoted requests, and those preempted `max_preemptions` times already, go
-            # first: vLLM's victim is the last of the list.
-            limit = self.lamps_config.max_preemptions
-            first = [
-                i
-                for i, (r, st) in enumerate(zip(running, states, strict=True))
-                if st.promoted or (limit and r.num_preemptions >= limit)
-            ]
-            if first:
-                running_scores[first] = -math.inf
+        if running and self._running_order_due():
+            running_scores = self._running_scores(running, batch)
         self._pause_policy.before_step(now, self.requests, self._table.get)
         self._sessions.before_step(now)
         if self.lamps_config.ranking:
@@ -238,6 +234,33 @@ class _LampsMixin(SchedulerHooks):
                     self.running[:] = [running[i] for i in order.tolist()]
         self.lamps_stats.ranking_seconds += time.perf_counter() - started
         self._log.maybe_log(now, self._queues_summary())
+
+    def _running_order_due(self) -> bool:
+        """Whether to sort the running list by score before this step."""
+        cfg = self.lamps_config
+        if not cfg.ranking or cfg.running_order != "score":
+            return False
+        if self._running_changed or self._steps - self._last_running_sort >= RUNNING_RESORT_STEPS:
+            self._running_changed = False
+            self._last_running_sort = self._steps
+            return True
+        return False
+
+    def _running_scores(self, running: list[Request], batch: Any) -> np.ndarray:
+        """The running requests' scores; promoted ones and those preempted `max_preemptions`
+        times already get -inf, so they go first and are never vLLM's victim (the last)."""
+        table = self._table
+        states = [table.get(r.request_id) for r in running]
+        scores = self._scorer.running_scores(running, states, table, batch)
+        limit = self.lamps_config.max_preemptions or math.inf
+        first = [
+            i
+            for i, (r, st) in enumerate(zip(running, states, strict=True))
+            if st.promoted or r.num_preemptions >= limit
+        ]
+        if first:
+            scores[first] = -math.inf
+        return scores
 
     def _starvation_ticks(self, now: float) -> int:
         """Ticks of the queues' clock since the last step: 1, or the milliseconds elapsed."""
@@ -317,6 +340,7 @@ class _LampsMixin(SchedulerHooks):
         return self._pause_policy.release_for_pressure(now)
 
     def on_freed(self, request: Request) -> None:
+        self._running_changed = True
         # vLLM frees a request that stopped while preempted (async scheduling: its last token
         # was in flight) before it removes it from the waiting queues; take it out now, while
         # its slot is still ours, or it would stay ranked after the slot is recycled.
@@ -327,6 +351,12 @@ class _LampsMixin(SchedulerHooks):
         self._pause_policy.forget(request.request_id)
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
+        if (
+            scheduler_output.scheduled_new_reqs
+            or scheduler_output.scheduled_cached_reqs.resumed_req_ids
+            or scheduler_output.preempted_req_ids
+        ):
+            self._running_changed = True
         for new in scheduler_output.scheduled_new_reqs:
             state = self._table.get(new.req_id)
             if state is not None:
