@@ -230,3 +230,13 @@ def test_long_overdue_or_short_calls_are_never_discarded_by_the_rule(
     sched.schedule()
     assert sched.infercept_stats()["discarded"] == 0
     assert sched.is_preserved("a") and sched.is_preserved("b")
+
+
+def test_a_model_infercept_never_profiled_takes_the_cost_models_iteration_constants() -> None:
+    from lamps.baselines.infercept import constants_from_config
+
+    k = constants_from_config({"profile": "llama31-8b-h100"})
+    assert (k.f_a_ms, k.f_c_ms) == (0.0207, 8.66)
+    assert (k.swap_a, k.swap_b) == (GPTJ_6B.swap_a, GPTJ_6B.swap_b)
+    with pytest.raises(ValueError, match="unknown cost-model profile 'nope'"):
+        constants_from_config({"profile": "nope"})

@@ -50,7 +50,9 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, StreamingUpdate
 
+from lamps import CostModel
 from lamps.baselines.infercept_model import (
+    CONSTANTS,
     GPTJ_6B,
     InferCeptConstants,
     allowance_blocks,
@@ -101,7 +103,16 @@ def constants_from_config(config: Any) -> InferCeptConstants:
         return InferCeptConstants(
             float(cost["a_ms_per_token"]), float(cost["c_ms"]), GPTJ_6B.swap_a, GPTJ_6B.swap_b
         )
-    return constants_for(config.get("profile", "gptj-6b-a100"))
+    profile = config.get("profile", "gptj-6b-a100")
+    if profile in CONSTANTS:
+        return constants_for(profile)
+    # A model InferCept never profiled: its iteration constants from the named cost model,
+    # the swap allowance's from GPT-J-6B (as with an explicit cost_model).
+    try:
+        cost = CostModel.profile(profile)
+    except ValueError as e:
+        raise ValueError(f"additional_config '{CONFIG_KEY}': {e}") from e
+    return InferCeptConstants(cost.a_ms_per_token, cost.c_ms, GPTJ_6B.swap_a, GPTJ_6B.swap_b)
 
 
 class InferCeptScheduler(SchedulerHooks, Scheduler):
