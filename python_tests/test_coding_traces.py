@@ -137,6 +137,10 @@ def test_gaps_after_a_person_are_capped_tool_calls_are_not() -> None:
             lambda t: t["requests"].insert(1, subagent([{"in": 5}])),
             r"requests\[1\]\.requests\[0\]: missing field 'out'",
         ),
+        (
+            lambda t: t["requests"].insert(1, subagent([])),
+            r"requests\[1\]: field 'requests' must be a non-empty list",
+        ),
     ],
 )
 def test_bad_traces_name_the_file_the_field_and_the_request(

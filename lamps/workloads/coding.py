@@ -145,7 +145,7 @@ class _Parser:
         return self.conversation(data, name, "")
 
     def conversation(self, obj: Mapping[str, Any], name: str, prefix: str) -> TracedConversation:
-        where = prefix or "top level"
+        where = prefix.rstrip(".") or "top level"
         raw = obj.get("requests")
         if not isinstance(raw, list) or not raw:
             raise self.fail(where, "field 'requests' must be a non-empty list")
