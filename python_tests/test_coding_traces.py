@@ -138,6 +138,10 @@ def test_gaps_after_a_person_are_capped_tool_calls_are_not() -> None:
             r"requests\[1\]\.requests\[0\]: missing field 'out'",
         ),
         (
+            lambda t: t["requests"].insert(0, subagent([request(100, 5)])),
+            r"requests\[0\]: a sub-agent before the first request",
+        ),
+        (
             lambda t: t["requests"].insert(1, subagent([])),
             r"requests\[1\]: field 'requests' must be a non-empty list",
         ),

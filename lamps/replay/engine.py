@@ -212,10 +212,6 @@ class SimEngine:
             t, _, kind, payload = heapq.heappop(self._events)
             rec, k = (payload, 0) if kind == _ARRIVE else (payload.record, payload.segment)
             rec.segment = k
-            first = self.flow.begin(rec, k, self.now)
-            if first is not None:  # sub-agents start first; the flow resumes this turn later
-                self._apply(first)
-                continue
             rec.turns.append(TurnRecord(k, t, self.tokens.input_tokens(rec, k)))
             self._start_segment(rec)
 

@@ -1,7 +1,7 @@
 """Where a replay's requests come from and when each turn starts: arrival flows.
 
-The engine (``lamps.replay.engine``) asks its flow what to start first, whether a turn may start
-now, and what follows a finished turn or conversation; the flow answers with events
+The engine (``lamps.replay.engine``) asks its flow what to start first and what follows a
+finished turn or conversation; the flow answers with events
 (``Start``: a new conversation arrives; ``Resume``: a record's turn ``k`` starts at a time).
 
 - ``ArrivalFlow``: arrivals known up front (Poisson ``--qps``); each segment starts after the
@@ -69,10 +69,6 @@ class ArrivalFlow:
         """The arrivals to schedule before the run starts."""
         return self.arrivals
 
-    def begin(self, rec: RequestRecord, k: int, now: float) -> list[Event] | None:
-        """Whether segment ``k`` may start now: None, or what must happen first."""
-        return None
-
     def segment_done(self, rec: RequestRecord, now: float) -> list[Event]:
         """A non-last segment has produced its last token."""
         seg = rec.arrival.request.segments[rec.segment]
@@ -137,9 +133,6 @@ class ConversationFlow(ArrivalFlow):
             events.append(Start(arrival))
         self._children[rec.arrival.index] = len(subs)
         return events
-
-    def begin(self, rec: RequestRecord, k: int, now: float) -> list[Event] | None:
-        return self._spawn(rec, k, now) or None
 
     def segment_done(self, rec: RequestRecord, now: float) -> list[Event]:
         (resume,) = super().segment_done(rec, now)

@@ -5,7 +5,9 @@ One JSON file is one conversation (its ``docs/trace_replay_tester.md`` documents
 starts with), ``hash_id_scope`` and ``requests``; each request has its input and output token
 counts (``in``, ``out``), one ``hash_ids`` entry per full block of its input, ``stop``,
 ``input_types``, ``think_time`` and ``t``. A request of ``type: subagent`` is a nested
-conversation with its own ``requests``; consecutive ones start together.
+conversation with its own ``requests``; consecutive ones start together, once the parent's
+previous request has answered (one before the parent's first request is rejected: none of the
+traces has one, and the replay would have nothing to wait on).
 
 Each conversation becomes a ``TracedConversation``: a ``WorkloadRequest`` whose segments are its
 turns (so every policy's hints work unchanged: a segment's ``api_seconds`` is the gap after it)
