@@ -55,7 +55,8 @@ def test_long_prefill_pays_its_quadratic_attention() -> None:
     assert 10 < long < 20 and 3.3 < long / short < 4  # seconds; nearly n^2
     # Grouped-query attention: the query width prices it, not the number of KV heads.
     p = get_profile("llama31-8b-h100-128k")
+    cost = {"a_ms_per_token": 0.0207, "c_ms": 8.66, "kv_bytes_per_token": 524288.0}
     wider_kv = dataclasses.replace(
-        p, num_kv_heads=32, cost_model={**p.cost_model, "kv_bytes_per_token": 524288.0}
-    )  # type: ignore[dict-item]
+        p, num_kv_heads=32, cost_model={**cost, "link_bytes_per_second": 50e9}
+    )
     assert wider_kv.engine_model().prefill_ms_per_pair == model.prefill_ms_per_pair
