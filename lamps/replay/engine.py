@@ -109,7 +109,7 @@ class SimEngine:
             scheduler_model_dir(max_model_len, VOCAB_SIZE),
             max_model_len=max_model_len,
             dtype="float16",
-            max_num_seqs=profile.max_num_seqs,
+            max_num_seqs=settings.max_num_seqs or profile.max_num_seqs,
             max_num_batched_tokens=settings.max_num_batched_tokens
             or profile.max_num_batched_tokens,
             num_blocks=profile.num_blocks(),

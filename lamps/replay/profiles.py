@@ -102,23 +102,27 @@ class EngineSettings:
     name: str = "vllm-0.32"
     enable_prefix_caching: bool = True
     max_num_batched_tokens: int | None = None  # None: the profile's (vLLM's default there)
+    max_num_seqs: int | None = None  # None: the profile's
     hidden_fraction: float = 1.0
 
     def describe(self) -> str:
         """One line for the results and the README."""
         return (
             f"{self.name}: prefix caching {'on' if self.enable_prefix_caching else 'off'}, "
-            f"token budget {self.max_num_batched_tokens or 'default'}, swap hidden fraction "
-            f"{self.hidden_fraction:g}"
+            f"token budget {self.max_num_batched_tokens or 'default'}, max sequences "
+            f"{self.max_num_seqs or 'default'}, swap hidden fraction {self.hidden_fraction:g}"
         )
 
 
 ENGINE_SETTINGS = {
     "vllm-0.32": EngineSettings(),
     # The 2024 vLLM fork InferCept and LAMPS ran, for every policy alike: no automatic prefix
-    # caching (added to vLLM in 0.4) and 384 tokens per step (`mlimit`, InferCept's
-    # scheduler_v2.py 741-745 and the authors' 921-924, the budget of every iteration there).
-    "paper": EngineSettings("paper", enable_prefix_caching=False, max_num_batched_tokens=384),
+    # caching (added to vLLM in 0.4), 384 tokens per step (`mlimit`, InferCept's
+    # scheduler_v2.py 741-745 and the authors' 921-924, the budget of every iteration there)
+    # and that vLLM's default of 256 sequences (vLLM 0.32 requires budget >= sequences).
+    "paper": EngineSettings(
+        "paper", enable_prefix_caching=False, max_num_batched_tokens=384, max_num_seqs=256
+    ),
 }
 
 
