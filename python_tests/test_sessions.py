@@ -259,3 +259,20 @@ def test_prefix_cache_reset_is_not_blocked_by_pins(make_vllm_scheduler: Any) -> 
     assert sched.kv_pauses.num_pinned_blocks > 0
     assert sched.reset_prefix_cache()
     assert sched.kv_pauses.num_pinned_blocks == 0 and free(sched) == total(sched)
+
+
+def test_intact_finds_the_cached_prefix_of_a_parked_turn() -> None:
+    # A turn's blocks are evicted tail first: the intact prefix ends where eviction reached.
+    from types import SimpleNamespace
+
+    from lamps.vllm.session_state import ParkedTurn
+
+    blocks = [SimpleNamespace(block_hash=f"h{i}") for i in range(6000)]
+    turn = ParkedTurn("k", Strategy.DISCARD, [], 6000 * 16, 6000 * 16, 0.0, 1.0, None, 0,
+                      blocks=blocks, block_keys=[b.block_hash for b in blocks])  # fmt: skip
+    assert turn.intact() == 6000
+    for b in blocks[4321:]:
+        b.block_hash = None  # evicted
+    assert turn.intact() == 4321
+    blocks[0].block_hash = "reused"  # a shared head freed earlier went first
+    assert turn.intact() == 0
