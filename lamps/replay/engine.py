@@ -62,6 +62,7 @@ from lamps.replay.profiles import GIB, EngineSettings, GpuProfile
 from lamps.replay.records import KvUsageSeries, RequestRecord, RunResult, TurnRecord
 from lamps.replay.tokens import VOCAB_SIZE, SeededHasher, model_len_for
 from lamps.replay.turn_requests import TurnRequests
+from lamps.replay.workers import ReplayWorker, WorkerPolicy
 from lamps.vllm.swap import LampsSwapMetadata
 from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
 from lamps.workloads import Arrival
@@ -99,12 +100,15 @@ class SimEngine:
         max_ctx = max(t.final_context_tokens for t in flow.templates())
         max_model_len = model_len_for(max_ctx, profile.block_size, profile.max_model_len)
         # The LAMPS swap connector moves paused sessions' KV to a host pool; the replay
-        # simulates its worker side (transfer completions after their link time).
-        transfer = (
-            swap_connector_config(host_pool_gib=profile.host_memory_bytes / GIB)
-            if policy.swap
-            else None
-        )
+        # simulates its worker side (transfer completions after their link time). A policy
+        # may bring its own connector and simulated worker (``lamps.replay.workers``).
+        own_worker = policy if isinstance(policy, WorkerPolicy) else None
+        if own_worker is not None:
+            transfer = own_worker.kv_transfer_config(profile)
+        elif policy.swap:
+            transfer = swap_connector_config(host_pool_gib=profile.host_memory_bytes / GIB)
+        else:
+            transfer = None
         self.vllm_config = build_vllm_config(
             scheduler_model_dir(max_model_len, VOCAB_SIZE),
             max_model_len=max_model_len,
@@ -146,8 +150,12 @@ class SimEngine:
         self._kv = KvUsageSeries(kv_bin_seconds)
         block_size = profile.block_size
         model = self.model
-        self._swap_worker = SimulatedSwapWorker(
-            self.clock, lambda blocks: model.swap_seconds(blocks * block_size)
+        self._swap_worker: SimulatedSwapWorker | ReplayWorker = (
+            own_worker.simulated_worker(self.clock, model, block_size)
+            if own_worker is not None
+            else SimulatedSwapWorker(
+                self.clock, lambda blocks: model.swap_seconds(blocks * block_size)
+            )
         )
         self._kv_output: KVConnectorOutput | None = None
         self.stall_seconds = 0.0
@@ -217,10 +225,13 @@ class SimEngine:
 
     def _start_transfers(self, out: SchedulerOutput) -> None:
         """Steps the simulated swap worker: starts the step's copies, collects what has ended."""
+        worker = self._swap_worker
+        if not isinstance(worker, SimulatedSwapWorker):
+            self._kv_output = worker.step(out)  # the policy's own worker
+            return
         meta = out.kv_connector_metadata
         if not isinstance(meta, LampsSwapMetadata):
             return
-        worker = self._swap_worker
         worker.start_jobs(meta)
         results = worker.collect_finished(out.finished_req_ids)
         worker_meta = worker.take_worker_metadata()

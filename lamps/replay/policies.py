@@ -406,6 +406,8 @@ register(
     noisy=True,
 )
 
+from lamps.replay import agent_policies  # noqa: E402, F401  (registers vllm-offload, thunderagent)
+
 
 def policy_names() -> tuple[str, ...]:
     """Every registered policy, in registration order."""
