@@ -18,6 +18,12 @@ from lamps._core import BatchState
 
 # Longest gap between two steps still taken as one iteration's duration (idle gaps are not).
 MAX_ITERATION_SECONDS = 1.0
+# Time constant of the allocation rate's average: it decides which parked KV survives a gap
+# of seconds, so it follows the last seconds of load, not the last step (a decode step and a
+# prefill step differ a hundredfold). Each step weighs at least ALLOCATION_RATE_MIN_WEIGHT, so
+# a burst of short steps moves it within tens of steps.
+ALLOCATION_RATE_SECONDS = 5.0
+ALLOCATION_RATE_MIN_WEIGHT = 0.05
 
 
 def estimate_cached_tokens(
@@ -59,6 +65,7 @@ class BatchEstimator:
         self.token_budget = token_budget
         self.tokens_per_iteration = 0.0
         self._seconds_per_iteration: float | None = None
+        self._tokens_per_second: float | None = None
         self._last_step_at: float | None = None
         self.state = BatchState(token_budget=token_budget)
 
@@ -67,10 +74,20 @@ class BatchEstimator:
         self._last_step_at = None
 
     def step_started(self, now: float) -> None:
-        """A step starts at `now`: the gap since the last one measures an iteration."""
-        if self._last_step_at is not None and self.tokens_per_iteration > 0:
+        """A step starts at `now`: the gap since the last one measures an iteration, and the
+        tokens the last step computed over that gap (idle time included) the allocation rate."""
+        if self._last_step_at is not None:
             dt = now - self._last_step_at
-            if 0 < dt <= MAX_ITERATION_SECONDS:
+            if dt > 0:
+                rate = self.tokens_per_iteration / dt
+                prev_rate = self._tokens_per_second
+                weight = max(
+                    1.0 - math.exp(-dt / ALLOCATION_RATE_SECONDS), ALLOCATION_RATE_MIN_WEIGHT
+                )
+                self._tokens_per_second = (
+                    rate if prev_rate is None else prev_rate + weight * (rate - prev_rate)
+                )
+            if 0 < dt <= MAX_ITERATION_SECONDS and self.tokens_per_iteration > 0:
                 prev = self._seconds_per_iteration
                 self._seconds_per_iteration = dt if prev is None else prev + 0.1 * (dt - prev)
         self._last_step_at = now
@@ -86,7 +103,10 @@ class BatchEstimator:
         return float(self._cost.iteration_seconds(self.tokens_per_iteration))
 
     def alloc_blocks_per_second(self) -> float:
-        """KV blocks the engine allocates per second at the current pace."""
+        """KV blocks the engine allocates per second: the average over the last seconds,
+        before any is measured the last step's tokens over an iteration."""
+        if self._tokens_per_second is not None:
+            return self._tokens_per_second / self.block_size
         return self.tokens_per_iteration / self.block_size / max(self.iteration_seconds(), 1e-9)
 
     def cached_tokens(self, context_tokens: int, free_blocks: int, api_seconds: float) -> int:

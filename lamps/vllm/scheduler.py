@@ -188,16 +188,18 @@ class _LampsMixin(SchedulerHooks):
         if not self.lamps_config.ranking:
             return 0.0  # FCFS: equal scores fall back to arrival order
         hints, continues = state.hints, request.resumable
-        tool, made = state.first_tool or hints.tool, state.calls
+        tool, made, reusable = state.first_tool or hints.tool, state.calls, 0
         if request.session_id is not None and not request.resumable:
-            # A turn of a stateless session: forecast with what the session has shown.
+            # A turn of a stateless session: forecast with what the session has shown, and
+            # owe only the prefill its parked turn does not cover.
             hints, continues = self._sessions.forecast_hints(request, hints)
             tool, made = self._sessions.history_key(request, hints)
+            reusable = self._sessions.reusable_tokens(request)
         turn = self.forecaster.turn(hints, request.max_tokens, continues)
         rest = None
         if self.lamps_config.score_horizon == "life":
             rest = self.forecaster.rest(tool, made, hints.remaining_calls)
-        inputs = score_inputs(request, turn, rest)
+        inputs = score_inputs(request, turn, rest, reusable)
         self._table.set_inputs(state.slot, inputs)
         return self._scorer.score(inputs, self._batch.state)
 

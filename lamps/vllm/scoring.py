@@ -21,13 +21,20 @@ from lamps.vllm.predictors import Rest, Turn
 from lamps.vllm.state import SEGMENTS_PER_SLOT, RequestState, RequestTable, ScoreInputs
 
 
-def score_inputs(request: Request, turn: Turn, rest: Rest | None) -> ScoreInputs:
-    """A request's score inputs for its forecast turn and, when it goes on, the rest."""
+def score_inputs(
+    request: Request, turn: Turn, rest: Rest | None, reusable_tokens: int = 0
+) -> ScoreInputs:
+    """A request's score inputs for its forecast turn and, when it goes on, the rest.
+
+    `reusable_tokens`: of its prompt, tokens it will not compute (its session's parked turn,
+    cached or in host memory): only the rest is a prefill it still owes.
+    """
     context = request.num_tokens
     later = rest is not None and turn.api_seconds + turn.return_tokens > 0
+    computed = max(request.num_computed_tokens, min(reusable_tokens, context))
     return ScoreInputs(
         context=context,
-        pending=max(context - request.num_computed_tokens, 0),
+        pending=max(context - computed, 0),
         turn=turn.output_tokens,
         output=max(turn.output_tokens - request.num_output_tokens, 1),
         api_seconds=turn.api_seconds,

@@ -125,6 +125,21 @@ class SessionParking:
             return hints.tool, 0
         return session.first_tool or hints.tool, session.turns
 
+    def reusable_tokens(self, request: Request) -> int:
+        """Tokens of the request's prompt its session's parked turn still covers: pinned,
+        intact in the prefix cache, or copied to host memory (loaded, not computed)."""
+        sid = request.session_id
+        session = self._sessions.get(sid) if sid else None
+        parked = session.parked if session is not None else None
+        if parked is None:
+            return 0
+        matched = matching_prefix(parked.hashes, request.block_hashes)
+        if parked.strategy == Strategy.PRESERVE:
+            matched = min(matched, parked.pinned)
+        elif parked.strategy == Strategy.DISCARD:
+            matched = min(matched, parked.intact())
+        return matched * self._block_size
+
     # ----- events -------------------------------------------------------------------------------
 
     def on_arrival(self, request: Request, now: float) -> None:
