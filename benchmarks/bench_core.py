@@ -22,7 +22,10 @@ import lamps
 SIZES = [1_000, 10_000, 100_000]
 COST = lamps.CostModel.profile("gptj-6b-a100")
 BATCH = lamps.BatchState(
-    running_tokens_per_iteration=256, running_context_tokens=150_000, prefix_cache_hit_fraction=0.5
+    token_budget=2048,
+    running_tokens_per_iteration=256,
+    running_context_tokens=150_000,
+    prefix_cache_hit_fraction=0.5,
 )
 
 
@@ -76,6 +79,7 @@ class Workload:
     def python_scores(self) -> list[float]:
         """All scores through the pure-Python closed form."""
         args = (
+            BATCH.token_budget,
             BATCH.running_tokens_per_iteration,
             BATCH.running_context_tokens,
             BATCH.prefix_cache_hit_fraction,
@@ -83,7 +87,8 @@ class Workload:
             COST.c_ms,
             COST.kv_bytes_per_token,
             COST.link_bytes_per_second,
-            COST.saturation_tokens,
+            COST.prefill_ms_per_token_pair,
+            COST.kv_read_ms_per_token,
         )
         return [python_score(c, p, segs, *args) for c, p, segs in self.py_requests]
 

@@ -185,3 +185,19 @@ TEST(RankingQueue, HugeWaitsSaturateToNever) {
   EXPECT_EQ(queue.tick(1000), 0u);
   EXPECT_FALSE(queue.is_promoted(0));
 }
+
+namespace {
+
+TEST(RankingQueue, PromotedRequestsTakeOnePopInShare) {
+  lamps::RankingQueue q(5, 3);
+  q.push(10, 1010.0, 10.0, std::nullopt, false);
+  q.push(11, 1011.0, 11.0, std::nullopt, false);
+  q.tick(5);
+  for (int h = 0; h < 6; ++h) q.push(h, h, 100.0 + h, std::nullopt, false);
+  const std::vector<lamps::RankingQueue::Handle> want = {0, 1, 10, 2, 3, 11, 4, 5};
+  EXPECT_EQ(q.ranked(), want);
+  for (const auto h : want) EXPECT_EQ(q.pop(), h);
+  EXPECT_THROW(lamps::RankingQueue(5, 0), std::invalid_argument);
+}
+
+}  // namespace

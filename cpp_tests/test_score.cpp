@@ -10,19 +10,26 @@
 
 namespace {
 
-const lamps::CostModel kToy(1.0, 0.0, 100.0, 1e5, 10, "toy");
+// The toy engine's batch: `budget` tokens per step (10 unless said), `run` decode tokens,
+// `context` tokens held by the running requests.
+lamps::BatchState toy_batch(double run = 0.0, double context = 0.0, double hit = 0.0,
+                            double budget = 10.0) {
+  return lamps::BatchState{budget, run, context, hit, 0.0, 0.0};
+}
+
+const lamps::CostModel kToy(1.0, 0.0, 100.0, 1e5, 0.0, 0.0, "toy");
 
 TEST(Score, RequestWithoutApiCallsIsMemoryTimesTime) {
   // Fully prefilled context of 100, 10 more tokens at T_fwd(0 + 1) = 1 ms each.
   const lamps::Segment last{10, 0, 0, std::nullopt};
-  EXPECT_NEAR(lamps::score_request(100, 0, &last, 1, {}, kToy, true), (100 + 5) * 10 * 0.001, 1e-12);
+  EXPECT_NEAR(lamps::score_request(100, 0, &last, 1, toy_batch(), kToy, true), (100 + 5) * 10 * 0.001, 1e-12);
 }
 
 TEST(Score, PreservedCallAddsContextTimesDuration) {
   const std::vector<lamps::Segment> segments = {{10, 2.0, 0, lamps::Strategy::Preserve},
                                                 {10, 0, 0, std::nullopt}};
   const double decode = (100 + 5) * 10 * 0.001 + (110 + 5) * 10 * 0.001;
-  EXPECT_NEAR(lamps::score_request(100, 0, segments.data(), 2, {}, kToy, true), decode + 110 * 2.0,
+  EXPECT_NEAR(lamps::score_request(100, 0, segments.data(), 2, toy_batch(), kToy, true), decode + 110 * 2.0,
               1e-12);
 }
 
@@ -30,8 +37,8 @@ TEST(Score, DiscardedCallPaysTheRebuildInstead) {
   const std::vector<lamps::Segment> segments = {{10, 2.0, 0, lamps::Strategy::Discard},
                                                 {10, 0, 0, std::nullopt}};
   const double decode = (100 + 5) * 10 * 0.001 + (110 + 5) * 10 * 0.001;
-  const double rebuild = lamps::rebuild_area(0, 110, {}, kToy);
-  EXPECT_NEAR(lamps::score_request(100, 0, segments.data(), 2, {}, kToy, true), decode + rebuild,
+  const double rebuild = lamps::rebuild_area(0, 110, toy_batch(), kToy);
+  EXPECT_NEAR(lamps::score_request(100, 0, segments.data(), 2, toy_batch(), kToy, true), decode + rebuild,
               1e-12);
 }
 
@@ -41,8 +48,8 @@ TEST(Score, ALongPreservedCallRanksBehindALongerPlainRequest) {
   const std::vector<lamps::Segment> short_with_call = {{5, 30.0, 0, lamps::Strategy::Preserve},
                                                        {5, 0, 0, std::nullopt}};
   const lamps::Segment long_plain{200, 0, 0, std::nullopt};
-  EXPECT_GT(lamps::score_request(500, 0, short_with_call.data(), 2, {}, kToy, true),
-            lamps::score_request(500, 0, &long_plain, 1, {}, kToy, true));
+  EXPECT_GT(lamps::score_request(500, 0, short_with_call.data(), 2, toy_batch(), kToy, true),
+            lamps::score_request(500, 0, &long_plain, 1, toy_batch(), kToy, true));
 }
 
 // Regression: finite inputs gave infinite scores (and wastes), which the ranking queue then
@@ -51,14 +58,14 @@ TEST(Score, SaturatesAtTheLargestFiniteDoubleInsteadOfOverflowing) {
   constexpr double kMax = std::numeric_limits<double>::max();
   const lamps::CostModel gptj = lamps::profile("gptj-6b-a100");
   const double t = 9007199254740992.0;  // 2^53 tokens
-  const lamps::BatchState batch{1e15, 1e15, 0.0};
+  const lamps::BatchState batch = toy_batch(1e15, 1e15, 0.0);
   const lamps::Segment year_long_call{t, 1e300, t, lamps::Strategy::Preserve};
   EXPECT_EQ(lamps::score_request(t, 0, &year_long_call, 1, batch, gptj, true), kMax);
   // Left to choose, LAMPS discards rather than hold 2^54 tokens for 1e300 s: finite, not capped.
   const lamps::Segment chosen{t, 1e300, t, std::nullopt};
   EXPECT_LT(lamps::score_request(t, 0, &chosen, 1, batch, gptj, true), kMax);
   EXPECT_EQ(lamps::preserve_waste({t, 0, 1e300}, batch, gptj), kMax);
-  EXPECT_EQ(lamps::discard_waste({1e300, 0, 1.0}, {0.0, 1e300, 0.0}, gptj), kMax);
+  EXPECT_EQ(lamps::discard_waste({1e300, 0, 1.0}, toy_batch(0.0, 1e300, 0.0), gptj), kMax);
   EXPECT_EQ(lamps::swap_waste({1e300, 0, 1.0}, batch, gptj), kMax);
 
   const std::int64_t huge = std::int64_t{1} << 62;
@@ -68,7 +75,7 @@ TEST(Score, SaturatesAtTheLargestFiniteDoubleInsteadOfOverflowing) {
   const std::vector<std::int8_t> strategy = {0};  // preserve
   double out = 0;
   lamps::score_batch({context.data(), pending.data(), offsets.data(), 1},
-                     {output.data(), api.data(), returned.data(), strategy.data(), 1}, batch, gptj,
+                     {output.data(), api.data(), returned.data(), strategy.data(), nullptr, 1}, batch, gptj,
                      true, &out);
   EXPECT_EQ(out, kMax);
 }
@@ -78,9 +85,8 @@ TEST(Score, SaturatesAtTheLargestFiniteDoubleInsteadOfOverflowing) {
 TEST(Score, InRangeRequestsStayFiniteAtTheLargestAcceptedCoefficients) {
   const double t = lamps::kMaxTokens;
   const lamps::CostModel largest(lamps::kMaxAMsPerToken, lamps::kMaxCMs,
-                                 lamps::kMaxSwapSecondsPerToken, 1.0,
-                                 static_cast<std::int64_t>(t), "largest");
-  const lamps::BatchState batch{t, t, 0.5};
+                                 lamps::kMaxSwapSecondsPerToken, 1.0, 0.0, 0.0, "largest");
+  const lamps::BatchState batch = toy_batch(t, t, 0.5, t);
   for (const auto strategy : {lamps::Strategy::Preserve, lamps::Strategy::Discard,
                               lamps::Strategy::Swap}) {
     const std::vector<lamps::Segment> segments = {
@@ -90,11 +96,21 @@ TEST(Score, InRangeRequestsStayFiniteAtTheLargestAcceptedCoefficients) {
     EXPECT_LT(lamps::swap_waste({t, 0, 1.0}, batch, largest), lamps::kMaxScore / 1e6);
     EXPECT_LT(lamps::discard_waste({t, 0, 1.0}, batch, largest), lamps::kMaxScore / 1e6);
   }
-  EXPECT_THROW(lamps::CostModel(lamps::kMaxAMsPerToken * 1.01, 0, 1, 1, 1, "x"),
+  EXPECT_THROW(lamps::CostModel(lamps::kMaxAMsPerToken * 1.01, 0, 1, 1, 0.0, 0.0, "x"),
                std::invalid_argument);
-  EXPECT_THROW(lamps::CostModel(1, lamps::kMaxCMs * 1.01, 1, 1, 1, "x"), std::invalid_argument);
-  EXPECT_THROW(lamps::CostModel(1, 0, lamps::kMaxSwapSecondsPerToken * 1.01, 1, 1, "x"),
+  EXPECT_THROW(lamps::CostModel(1, lamps::kMaxCMs * 1.01, 1, 1, 0.0, 0.0, "x"), std::invalid_argument);
+  EXPECT_THROW(lamps::CostModel(1, 0, lamps::kMaxSwapSecondsPerToken * 1.01, 1, 0.0, 0.0, "x"),
                std::invalid_argument);
+}
+
+TEST(Score, RepeatedSegmentEqualsTheSegmentsWrittenOutForLinearTerms) {
+  // Preserved calls: every term is linear in the context, so k at the mean context is exact.
+  const lamps::Segment once{10, 4.0, 6, lamps::Strategy::Preserve, 3.0};
+  const std::vector<lamps::Segment> three(3, lamps::Segment{10, 4.0, 6, lamps::Strategy::Preserve});
+  EXPECT_NEAR(lamps::score_request(100, 0, &once, 1, toy_batch(), kToy, true),
+              lamps::score_request(100, 0, three.data(), 3, toy_batch(), kToy, true), 1e-9);
+  const lamps::Segment none{10, 4.0, 6, std::nullopt, 0.0};
+  EXPECT_EQ(lamps::score_request(100, 0, &none, 1, toy_batch(), kToy, true), 0.0);
 }
 
 TEST(ScoreBatch, MatchesScoreRequestPerRequest) {
@@ -105,10 +121,10 @@ TEST(ScoreBatch, MatchesScoreRequestPerRequest) {
   const std::vector<double> api = {2.0, 0.0, 1.0};
   const std::vector<std::int64_t> returned = {3, 0, 8};
   const std::vector<std::int8_t> strategy = {-1, -1, 1};
-  const lamps::BatchState batch{6.0, 40.0, 0.25};
+  const lamps::BatchState batch = toy_batch(6.0, 40.0, 0.25);
   std::vector<double> out(3);
   lamps::score_batch({context.data(), pending.data(), offsets.data(), 3},
-                     {output.data(), api.data(), returned.data(), strategy.data(), 3}, batch, kToy,
+                     {output.data(), api.data(), returned.data(), strategy.data(), nullptr, 3}, batch, kToy,
                      true, out.data());
   const std::vector<lamps::Segment> first = {{10, 2.0, 3, std::nullopt}, {10, 0, 0, std::nullopt}};
   const lamps::Segment third{4, 1.0, 8, lamps::Strategy::Discard};
@@ -131,9 +147,9 @@ TEST(ScoreBatch, LongSegmentListsScoreLikeOneCall) {
   }
   const std::vector<std::int64_t> context = {64}, pending = {16}, offsets = {0, 40};
   double out = 0;
-  const lamps::BatchState batch{100.0, 3000.0, 0.5};
+  const lamps::BatchState batch = toy_batch(100.0, 3000.0, 0.5);
   lamps::score_batch({context.data(), pending.data(), offsets.data(), 1},
-                     {output.data(), api.data(), returned.data(), strategy.data(), 40}, batch, kToy,
+                     {output.data(), api.data(), returned.data(), strategy.data(), nullptr, 40}, batch, kToy,
                      true, &out);
   EXPECT_NEAR(out, lamps::score_request(64, 16, segments.data(), 40, batch, kToy, true), 1e-9 * out);
 }
@@ -146,7 +162,7 @@ TEST(ScoreBatch, BadElementNamesColumnAndIndex) {
   double out = 0;
   try {
     lamps::score_batch({context.data(), pending.data(), offsets.data(), 1},
-                       {output.data(), api.data(), returned.data(), strategy.data(), 1}, {}, kToy,
+                       {output.data(), api.data(), returned.data(), strategy.data(), nullptr, 1}, toy_batch(), kToy,
                        true, &out);
     FAIL() << "expected invalid_argument";
   } catch (const std::invalid_argument& e) {

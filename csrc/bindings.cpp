@@ -47,7 +47,7 @@ py::object score_batch(py::handle context_tokens, py::handle pending_prefill_tok
                        py::handle segment_offsets, py::handle output_tokens,
                        py::handle api_seconds, py::handle return_tokens, py::handle strategy,
                        const Batch& batch_arg, const Cost& cost_arg, const Arg<bool>& allow_swap,
-                       py::object out) {
+                       py::object out, py::object repeat) {
   const lamps::BatchState& batch = batch_arg.get("batch");
   const lamps::CostModel& cost = cost_arg.get("cost");
   const bool swap = allow_swap.get("allow_swap");
@@ -63,6 +63,7 @@ py::object score_batch(py::handle context_tokens, py::handle pending_prefill_tok
                                        column<double>(api_seconds, "api_seconds", m),
                                        column<std::int64_t>(return_tokens, "return_tokens", m),
                                        column<std::int8_t>(strategy, "strategy", m),
+                                       repeat.is_none() ? nullptr : column<double>(repeat, "repeat", m),
                                        static_cast<std::size_t>(m)};
   if (out.is_none()) out = py::array_t<double>(n);
   double* scores = lamps::python::out_column<double>(out, "out", n);
@@ -97,20 +98,25 @@ PYBIND11_MODULE(_core, m) {
       .value("SWAP", lamps::Strategy::Swap, "Copy it to host memory and back.")
       .finalize();
 
-  py::class_<lamps::CostModel>(m, "CostModel",
-                               "Iteration time a*n + c ms for n tokens, and host-link swap time.")
+  py::class_<lamps::CostModel>(
+      m, "CostModel",
+      "Iteration time a*n + c ms for n tokens plus attention (prefill pairs, decode KV reads), "
+      "and host-link swap time.")
       .def(py::init([](const Arg<double>& a_ms_per_token, const Arg<double>& c_ms,
                        const Arg<double>& kv_bytes_per_token,
                        const Arg<double>& link_bytes_per_second,
-                       const Arg<std::int64_t>& saturation_tokens, const Arg<std::string>& name) {
+                       const Arg<double>& prefill_ms_per_token_pair,
+                       const Arg<double>& kv_read_ms_per_token, const Arg<std::string>& name) {
              return lamps::CostModel(
                  a_ms_per_token.get("a_ms_per_token"), c_ms.get("c_ms"),
                  kv_bytes_per_token.get("kv_bytes_per_token"),
                  link_bytes_per_second.get("link_bytes_per_second"),
-                 saturation_tokens.get("saturation_tokens"), name.get("name"));
+                 prefill_ms_per_token_pair.get("prefill_ms_per_token_pair"),
+                 kv_read_ms_per_token.get("kv_read_ms_per_token"), name.get("name"));
            }),
            "a_ms_per_token"_a, "c_ms"_a, "kv_bytes_per_token"_a, "link_bytes_per_second"_a,
-           "saturation_tokens"_a = 384, "name"_a = "custom")
+           py::kw_only(), "prefill_ms_per_token_pair"_a = 0.0, "kv_read_ms_per_token"_a = 0.0,
+           "name"_a = "custom")
       .def_static(
           "profile", [](const Arg<std::string>& name) { return lamps::profile(name.get("name")); },
           "name"_a, "A built-in profile by name.")
@@ -119,14 +125,16 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("c_ms", &lamps::CostModel::c_ms)
       .def_property_readonly("kv_bytes_per_token", &lamps::CostModel::kv_bytes_per_token)
       .def_property_readonly("link_bytes_per_second", &lamps::CostModel::link_bytes_per_second)
-      .def_property_readonly("saturation_tokens", &lamps::CostModel::saturation_tokens)
+      .def_property_readonly("prefill_ms_per_token_pair",
+                             &lamps::CostModel::prefill_ms_per_token_pair)
+      .def_property_readonly("kv_read_ms_per_token", &lamps::CostModel::kv_read_ms_per_token)
       .def_property_readonly("name", &lamps::CostModel::name)
       .def(
           "iteration_seconds",
           [](const lamps::CostModel& c, const Arg<double>& tokens) {
             return c.iteration_seconds(tokens.get("tokens"));
           },
-          "tokens"_a, "Seconds of one engine iteration that processes `tokens` tokens.")
+          "tokens"_a, "Seconds of the linear part (a*n + c) of an iteration of `tokens` tokens.")
       .def(
           "swap_seconds",
           [](const lamps::CostModel& c, const Arg<double>& tokens) {
@@ -134,31 +142,47 @@ PYBIND11_MODULE(_core, m) {
           },
           "tokens"_a, "Seconds to move `tokens` tokens of KV cache one way over the host link.")
       .def("__repr__", [](const lamps::CostModel& c) {
-        return "CostModel(name='" + c.name() + "', a_ms_per_token=" + std::to_string(c.a_ms_per_token()) +
-               ", c_ms=" + std::to_string(c.c_ms()) + ", kv_bytes_per_token=" +
-               std::to_string(c.kv_bytes_per_token()) + ", link_bytes_per_second=" +
-               std::to_string(c.link_bytes_per_second()) + ", saturation_tokens=" +
-               std::to_string(c.saturation_tokens()) + ")";
+        return "CostModel(name='" + c.name() + "', a_ms_per_token=" + lamps::describe(c.a_ms_per_token()) +
+               ", c_ms=" + lamps::describe(c.c_ms()) + ", kv_bytes_per_token=" +
+               lamps::describe(c.kv_bytes_per_token()) + ", link_bytes_per_second=" +
+               lamps::describe(c.link_bytes_per_second()) + ", prefill_ms_per_token_pair=" +
+               lamps::describe(c.prefill_ms_per_token_pair()) + ", kv_read_ms_per_token=" +
+               lamps::describe(c.kv_read_ms_per_token()) + ")";
       });
 
-  py::class_<lamps::BatchState>(m, "BatchState", "The live running batch, input of waste and score.")
-      .def(py::init([](const Arg<double>& running_tokens_per_iteration,
+  py::class_<lamps::BatchState>(m, "BatchState",
+                                "The engine's token budget and its live running batch, input of "
+                                "waste and score.")
+      .def(py::init([](const Arg<double>& token_budget,
+                       const Arg<double>& running_tokens_per_iteration,
                        const Arg<double>& running_context_tokens,
-                       const Arg<double>& prefix_cache_hit_fraction) {
+                       const Arg<double>& prefix_cache_hit_fraction,
+                       const Arg<double>& iteration_seconds,
+                       const Arg<double>& swap_queue_seconds) {
              return lamps::BatchState::checked(
+                 token_budget.get("token_budget"),
                  running_tokens_per_iteration.get("running_tokens_per_iteration"),
                  running_context_tokens.get("running_context_tokens"),
-                 prefix_cache_hit_fraction.get("prefix_cache_hit_fraction"));
+                 prefix_cache_hit_fraction.get("prefix_cache_hit_fraction"),
+                 iteration_seconds.get("iteration_seconds"),
+                 swap_queue_seconds.get("swap_queue_seconds"));
            }),
-           "running_tokens_per_iteration"_a = 0.0, "running_context_tokens"_a = 0.0,
-           "prefix_cache_hit_fraction"_a = 0.0)
+           py::kw_only(), "token_budget"_a, "running_tokens_per_iteration"_a = 0.0,
+           "running_context_tokens"_a = 0.0, "prefix_cache_hit_fraction"_a = 0.0,
+           "iteration_seconds"_a = 0.0, "swap_queue_seconds"_a = 0.0)
+      .def_readonly("token_budget", &lamps::BatchState::token_budget)
       .def_readonly("running_tokens_per_iteration", &lamps::BatchState::running_tokens_per_iteration)
       .def_readonly("running_context_tokens", &lamps::BatchState::running_context_tokens)
       .def_readonly("prefix_cache_hit_fraction", &lamps::BatchState::prefix_cache_hit_fraction)
+      .def_readonly("iteration_seconds", &lamps::BatchState::iteration_seconds)
+      .def_readonly("swap_queue_seconds", &lamps::BatchState::swap_queue_seconds)
       .def("__repr__", [](const lamps::BatchState& b) {
-        return "BatchState(running_tokens_per_iteration=" + std::to_string(b.running_tokens_per_iteration) +
-               ", running_context_tokens=" + std::to_string(b.running_context_tokens) +
-               ", prefix_cache_hit_fraction=" + std::to_string(b.prefix_cache_hit_fraction) + ")";
+        return "BatchState(token_budget=" + lamps::describe(b.token_budget) +
+               ", running_tokens_per_iteration=" + lamps::describe(b.running_tokens_per_iteration) +
+               ", running_context_tokens=" + lamps::describe(b.running_context_tokens) +
+               ", prefix_cache_hit_fraction=" + lamps::describe(b.prefix_cache_hit_fraction) +
+               ", iteration_seconds=" + lamps::describe(b.iteration_seconds) +
+               ", swap_queue_seconds=" + lamps::describe(b.swap_queue_seconds) + ")";
       });
 
   py::class_<lamps::PausedRequest>(m, "PausedRequest", "A request whose API call is starting.")
@@ -176,18 +200,20 @@ PYBIND11_MODULE(_core, m) {
   py::class_<lamps::Segment>(m, "Segment", "Decode output_tokens, then an optional API call.")
       .def(py::init([](const Arg<double>& output_tokens, const Arg<double>& api_seconds,
                        const Arg<double>& return_tokens,
-                       const Arg<std::optional<lamps::Strategy>>& strategy) {
+                       const Arg<std::optional<lamps::Strategy>>& strategy,
+                       const Arg<double>& repeat) {
              return lamps::Segment::checked(output_tokens.get("output_tokens"),
                                             api_seconds.get("api_seconds"),
                                             return_tokens.get("return_tokens"),
-                                            strategy.get("strategy"));
+                                            strategy.get("strategy"), repeat.get("repeat"));
            }),
            "output_tokens"_a, "api_seconds"_a = 0.0, "return_tokens"_a = 0.0,
-           "strategy"_a = py::none())
+           "strategy"_a = py::none(), "repeat"_a = 1.0)
       .def_readonly("output_tokens", &lamps::Segment::output_tokens)
       .def_readonly("api_seconds", &lamps::Segment::api_seconds)
       .def_readonly("return_tokens", &lamps::Segment::return_tokens)
       .def_readonly("strategy", &lamps::Segment::strategy)
+      .def_readonly("repeat", &lamps::Segment::repeat)
       .def_property_readonly("has_api_call", &lamps::Segment::has_api_call);
 
   m.def(
@@ -251,19 +277,23 @@ PYBIND11_MODULE(_core, m) {
       "allow_swap"_a = true, "Memory-over-time score (token-seconds) of one request.");
   m.def("score_batch", &score_batch, "context_tokens"_a, "pending_prefill_tokens"_a,
         "segment_offsets"_a, "output_tokens"_a, "api_seconds"_a, "return_tokens"_a, "strategy"_a,
-        "batch"_a, "cost"_a, "allow_swap"_a = true, "out"_a = py::none(),
-        "Scores of many requests from column arrays, read in place (zero-copy).");
+        "batch"_a, "cost"_a, "allow_swap"_a = true, "out"_a = py::none(), "repeat"_a = py::none(),
+        "Scores of many requests from column arrays, read in place (zero-copy); `repeat`: "
+        "float64 count per segment (None: each once).");
 
   using Handle = Arg<std::int64_t>;
   py::class_<lamps::RankingQueue>(m, "RankingQueue",
                                   "Indexed min-heap of handles by score, with starvation prevention.")
-      .def(py::init([](const Arg<std::optional<std::int64_t>>& starvation_threshold) {
-             return lamps::RankingQueue(non_negative_count(
-                 starvation_threshold.get("starvation_threshold").value_or(0),
-                 "starvation_threshold"));
+      .def(py::init([](const Arg<std::optional<std::int64_t>>& starvation_threshold,
+                       const Arg<std::int64_t>& promoted_share) {
+             return lamps::RankingQueue(
+                 non_negative_count(starvation_threshold.get("starvation_threshold").value_or(0),
+                                    "starvation_threshold"),
+                 non_negative_count(promoted_share.get("promoted_share"), "promoted_share"));
            }),
-           "starvation_threshold"_a = 100)
+           "starvation_threshold"_a = 100, "promoted_share"_a = 1)
       .def_property_readonly("starvation_threshold", &lamps::RankingQueue::starvation_threshold)
+      .def_property_readonly("promoted_share", &lamps::RankingQueue::promoted_share)
       .def_property_readonly("iteration", &lamps::RankingQueue::iteration)
       .def_property_readonly_static("max_handle", [](py::object) { return lamps::RankingQueue::kMaxHandle; })
       .def_property_readonly_static(

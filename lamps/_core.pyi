@@ -21,12 +21,16 @@ class Strategy(enum.IntEnum):
     SWAP = 2
 
 class CostModel:
-    """Iteration time a*n + c ms for n tokens, and host-link swap time.
+    """Iteration time a*n + c ms for n tokens plus attention, and host-link swap time.
 
-    Raises ValueError naming the coefficient when one is not finite and positive (c_ms: >= 0),
-    or is so large that requests of up to MAX_TOKENS tokens could not score finitely
-    (a_ms_per_token <= ~5.7e253, c_ms <= ~5.2e269, kv_bytes_per_token / link_bytes_per_second
-    <= ~5.7e250 s/token), or saturation_tokens is not in [1, MAX_TOKENS].
+    A prefill chunk of k tokens after h computed ones adds `prefill_ms_per_token_pair` per
+    (query, key) pair, k*(h + k/2); a decode adds `kv_read_ms_per_token` per context token it
+    reads. The token budget is not here: it is the scheduler's (`BatchState.token_budget`).
+    Raises ValueError naming the coefficient when one is not finite and positive (c_ms and the
+    attention coefficients: >= 0), or is so large that requests of up to MAX_TOKENS tokens could
+    not score finitely (a_ms_per_token and kv_read_ms_per_token <= ~5.7e253, c_ms <= ~5.2e269,
+    prefill_ms_per_token_pair <= ~6.3e237, kv_bytes_per_token / link_bytes_per_second
+    <= ~5.7e250 s/token).
     """
 
     def __init__(
@@ -35,7 +39,9 @@ class CostModel:
         c_ms: float,
         kv_bytes_per_token: float,
         link_bytes_per_second: float,
-        saturation_tokens: int = 384,
+        *,
+        prefill_ms_per_token_pair: float = 0.0,
+        kv_read_ms_per_token: float = 0.0,
         name: str = "custom",
     ) -> None: ...
     @staticmethod
@@ -53,29 +59,47 @@ class CostModel:
     @property
     def link_bytes_per_second(self) -> float: ...
     @property
-    def saturation_tokens(self) -> int: ...
+    def prefill_ms_per_token_pair(self) -> float: ...
+    @property
+    def kv_read_ms_per_token(self) -> float: ...
     @property
     def name(self) -> str: ...
     def iteration_seconds(self, tokens: float) -> float:
-        """Seconds of one engine iteration that processes `tokens` tokens."""
+        """Seconds of the linear part (a*n + c) of an iteration of `tokens` tokens."""
     def swap_seconds(self, tokens: float) -> float:
         """Seconds to move `tokens` tokens of KV cache one way over the host link."""
 
 class BatchState:
-    """The live running batch, input of waste and score."""
+    """The engine's token budget and its live running batch, input of waste and score.
+
+    `token_budget`: tokens the scheduler may process per iteration (vLLM's
+    max_num_batched_tokens); `running_tokens_per_iteration`: the running requests' decodes;
+    `iteration_seconds`: a measured decode iteration (0: the cost model's);
+    `swap_queue_seconds`: link time of the copies already queued or in flight.
+    """
 
     def __init__(
         self,
+        *,
+        token_budget: float,
         running_tokens_per_iteration: float = 0.0,
         running_context_tokens: float = 0.0,
         prefix_cache_hit_fraction: float = 0.0,
+        iteration_seconds: float = 0.0,
+        swap_queue_seconds: float = 0.0,
     ) -> None: ...
+    @property
+    def token_budget(self) -> float: ...
     @property
     def running_tokens_per_iteration(self) -> float: ...
     @property
     def running_context_tokens(self) -> float: ...
     @property
     def prefix_cache_hit_fraction(self) -> float: ...
+    @property
+    def iteration_seconds(self) -> float: ...
+    @property
+    def swap_queue_seconds(self) -> float: ...
 
 class PausedRequest:
     """A request whose API call is starting."""
@@ -99,6 +123,7 @@ class Segment:
         api_seconds: float = 0.0,
         return_tokens: float = 0.0,
         strategy: Strategy | None = None,
+        repeat: float = 1.0,
     ) -> None: ...
     @property
     def output_tokens(self) -> float: ...
@@ -108,6 +133,9 @@ class Segment:
     def return_tokens(self) -> float: ...
     @property
     def strategy(self) -> Strategy | None: ...
+    @property
+    def repeat(self) -> float:
+        """How many such segments in a row (an expected count may be fractional)."""
     @property
     def has_api_call(self) -> bool: ...
 
@@ -153,8 +181,12 @@ def score_batch(
     cost: CostModel,
     allow_swap: bool = True,
     out: npt.NDArray[np.float64] | None = None,
+    repeat: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Scores of many requests from column arrays, read in place (zero-copy).
+
+    `repeat` (float64, one per segment; None: each once) counts how many such segments in a
+    row a segment stands for (`Segment.repeat`).
 
     Scores saturate at MAX_SCORE. Every array must be a 1-D C-contiguous numpy array of exactly
     the annotated dtype (TypeError naming it otherwise); `out`, when given, must also be
@@ -166,9 +198,13 @@ class RankingQueue:
 
     max_handle: int
     never: int
-    def __init__(self, starvation_threshold: int | None = 100) -> None: ...
+    def __init__(self, starvation_threshold: int | None = 100, promoted_share: int = 1) -> None:
+        """`promoted_share` k >= 1: at most one pop in k goes to the oldest promoted request
+        while unpromoted ones wait (1: promoted always first)."""
     @property
     def starvation_threshold(self) -> int: ...
+    @property
+    def promoted_share(self) -> int: ...
     @property
     def iteration(self) -> int: ...
     def push(

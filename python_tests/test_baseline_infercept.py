@@ -24,15 +24,7 @@ from lamps.baselines.infercept_model import (
     discard_waste,
     swap_allowances,
 )
-from lamps.harness import make_request, run_step
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from lamps.harness import SettableClock, make_request, run_step
 
 
 def session(request_id: str, prompt_len: int, api_seconds: float, max_tokens: int = 4) -> Any:
@@ -52,24 +44,39 @@ def test_waste_and_allowances_are_infercepts_formulas() -> None:
     f_s, f_ch = (0.0463 * 384 + 10) / 1000, 0.0463 * c_h / 1000
     want = f_s * (1 + n) * n / 2 * c_h + f_ch * n * 3200
     want += 0.0463 * (1000 % c_h) / 1000 * (3200 + 1000 % c_h)
-    assert discard_waste(1000, 100, 3200, GPTJ_6B) == pytest.approx(want)
-    assert discard_waste(100, 500, 0, GPTJ_6B) > 0  # c_h floors at 1 token
-    t_sout, t_sin = swap_allowances(1600, GPTJ_6B)
+    assert discard_waste(1000, 100, 3200, GPTJ_6B, 384) == pytest.approx(want)
+    assert discard_waste(100, 500, 0, GPTJ_6B, 384) > 0  # c_h floors at 1 token
+    t_sout, t_sin = swap_allowances(1600, GPTJ_6B, 384)
     assert t_sin == pytest.approx(0.00462 * 384 + 108.99 + 800)
     assert t_sout == pytest.approx(1.00462 * 384 + 108.99 - 800)
     assert allowance_blocks(t_sout, 16) == 0  # negative: nothing may be swapped out
-    assert allowance_blocks(swap_allowances(0, VICUNA_13B_TP2)[1], 16) == 0  # 13B: t_sin < 0
+    assert allowance_blocks(swap_allowances(0, VICUNA_13B_TP2, 384)[1], 16) == 0  # 13B: t_sin < 0
+
+
+def test_runs_the_engines_token_budget_and_prices_waste_with_it(
+    make_vllm_scheduler: Any,
+) -> None:
+    # Equal terms: InferCept's 384-token cap is an engine setting, not a hidden difference
+    # from the other policies; its formulas use whatever budget the engine runs.
+    sched = make_vllm_scheduler(InferCeptScheduler, policy="priority", max_num_batched_tokens=2048)
+    assert sched.max_num_scheduled_tokens == 2048
+    assert discard_waste(1000, 100, 3200, GPTJ_6B, 2048) < discard_waste(
+        1000, 100, 3200, GPTJ_6B, 384
+    )
 
 
 def test_discards_every_candidate_but_the_costliest_in_one_iteration(
     make_vllm_scheduler: Any,
 ) -> None:
     sched = make_vllm_scheduler(
-        InferCeptScheduler, policy="priority", num_blocks=200, max_num_seqs=8
+        InferCeptScheduler,
+        policy="priority",
+        num_blocks=200,
+        max_num_seqs=8,
+        max_num_batched_tokens=384,  # InferCept's mlimit, an engine setting
     )
-    clock = Clock()
+    clock = SettableClock()
     sched.set_clock(clock)
-    assert sched.max_num_scheduled_tokens == 384  # InferCept's mlimit
     for rid, prompt in (("small", 40), ("mid", 80), ("large", 160)):
         sched.add_request(session(rid, prompt, api_seconds=100.0))
     sched.add_request(session("quick", 60, api_seconds=1e-6))  # w_p far below w_d
@@ -100,7 +107,7 @@ def harness(tiny_llama_dir: Path) -> Any:
         h = SwapHarness(
             tiny_llama_dir, scheduler_cls=InferCeptScheduler, prefix_caching=True, **kwargs
         )
-        h.clock = Clock()  # type: ignore[attr-defined]
+        h.clock = SettableClock()  # type: ignore[attr-defined]
         h.scheduler.set_clock(h.clock)
         made.append(h)
         return h
@@ -153,7 +160,9 @@ def test_swaps_the_victims_tail_only_under_pressure_and_it_comes_back_intact(
     # The runner crossed into a 14th block with none free: one block, from the victim's tail.
     assert free_before[-1] == 0
     stats = sched.infercept_stats()
-    allowance = allowance_blocks(swap_allowances(0, GPTJ_6B)[0], BLOCK_SIZE)
+    allowance = allowance_blocks(
+        swap_allowances(0, GPTJ_6B, sched.max_num_scheduled_tokens)[0], BLOCK_SIZE
+    )
     assert stats["swapped_blocks"] == 1 <= allowance
     assert sched.kv_pauses.pinned_head("victim") == 9  # the rest of the head stays on the GPU
     assert h.connector.swapped_tokens("victim") == 151  # copied whole: the head may go later
@@ -210,7 +219,7 @@ def test_long_overdue_or_short_calls_are_never_discarded_by_the_rule(
     make_vllm_scheduler: Any,
 ) -> None:
     sched = make_vllm_scheduler(InferCeptScheduler, policy="priority", num_blocks=200)
-    clock = Clock()
+    clock = SettableClock()
     sched.set_clock(clock)
     sched.add_request(session("a", 100, api_seconds=1.0))
     sched.add_request(session("b", 120, api_seconds=1.0))
@@ -221,3 +230,13 @@ def test_long_overdue_or_short_calls_are_never_discarded_by_the_rule(
     sched.schedule()
     assert sched.infercept_stats()["discarded"] == 0
     assert sched.is_preserved("a") and sched.is_preserved("b")
+
+
+def test_a_model_infercept_never_profiled_takes_the_cost_models_iteration_constants() -> None:
+    from lamps.baselines.infercept import constants_from_config
+
+    k = constants_from_config({"profile": "llama31-8b-h100"})
+    assert (k.f_a_ms, k.f_c_ms) == (0.0207, 8.66)
+    assert (k.swap_a, k.swap_b) == (GPTJ_6B.swap_a, GPTJ_6B.swap_b)
+    with pytest.raises(ValueError, match="unknown cost-model profile 'nope'"):
+        constants_from_config({"profile": "nope"})

@@ -41,11 +41,11 @@ def all_paused(sched: Any) -> bool:
 
 
 def test_classified_at_arrival_and_again_at_each_resume(make_vllm_scheduler: Any) -> None:
-    sched = make(make_vllm_scheduler)
+    sched = make(make_vllm_scheduler, vllm={"max_num_batched_tokens": 384})  # their setting
     assert sched.max_num_scheduled_tokens == 384
     # w_p = 30 s x ceil((100 + 20) / 64) * 64 = 3840 token-s, far above w_d: Discard.
     sched.add_request(request("s", 100, out=20, api=30.0, resumable=True))
-    assert discard_waste(128, 0, 0, GPTJ_6B) < 30.0 * 128
+    assert discard_waste(128, 0, 0, GPTJ_6B, 384) < 30.0 * 128
     assert sched.strategy_of("s") == Strategy.DISCARD
     while not all_paused(sched):
         run_step(sched)
@@ -56,7 +56,7 @@ def test_classified_at_arrival_and_again_at_each_resume(make_vllm_scheduler: Any
     assert sched.strategy_of("s") == Strategy.PRESERVE
     assert sched.authors_stats()["classified_discard"] == 1
     assert sched.authors_stats()["classified_preserve"] == 1
-    assert math.ceil((100 + 8) / 64) * 64 * 1e-6 <= discard_waste(128, 0, 0, GPTJ_6B)
+    assert math.ceil((100 + 8) / 64) * 64 * 1e-6 <= discard_waste(128, 0, 0, GPTJ_6B, 384)
 
 
 def test_every_preserved_pause_but_the_costliest_is_demoted_to_its_class(

@@ -38,7 +38,6 @@ def test_cost_model_rejects_out_of_range_coefficients(args: tuple, field: str) -
         ((1e300, 10, 1e5, 1e10), "a_ms_per_token"),
         ((0.04, 10, 1e300, 1e-3), "kv_bytes_per_token / link_bytes_per_second"),
         ((0.04, 10, 1e5, 1e-300), "kv_bytes_per_token / link_bytes_per_second"),
-        ((0.04, 10, 1e5, 1e10, 2**53 + 1), "saturation_tokens"),
     ],
 )
 def test_cost_model_rejects_coefficients_that_cannot_give_finite_scores(
@@ -49,10 +48,23 @@ def test_cost_model_rejects_coefficients_that_cannot_give_finite_scores(
         lamps.CostModel(*args)
 
 
-def test_cost_model_rejects_zero_saturation_and_unknown_profile() -> None:
-    """Saturation below one token, or a profile that does not exist, is refused."""
-    with pytest.raises(ValueError, match="saturation_tokens"):
-        lamps.CostModel(1, 1, 1, 1, saturation_tokens=0)
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"prefill_ms_per_token_pair": -1e-6}, "prefill_ms_per_token_pair must be >= 0"),
+        ({"prefill_ms_per_token_pair": 1e250}, "prefill_ms_per_token_pair must be <="),
+        ({"kv_read_ms_per_token": NAN}, "kv_read_ms_per_token must be finite"),
+        ({"kv_read_ms_per_token": 1e260}, "kv_read_ms_per_token must be <="),
+    ],
+)
+def test_cost_model_rejects_bad_attention_coefficients(kwargs: dict, field: str) -> None:
+    """The attention coefficients are checked like the others, and named."""
+    with pytest.raises(ValueError, match=field):
+        lamps.CostModel(0.04, 10, 1e5, 1e10, **kwargs)
+
+
+def test_cost_model_refuses_an_unknown_profile() -> None:
+    """A profile that does not exist is refused, naming it."""
     with pytest.raises(ValueError, match="unknown cost-model profile 'nope'"):
         lamps.CostModel.profile("nope")
 
@@ -88,17 +100,25 @@ def test_segment_rejects_bad_predictions(kwargs: dict, field: str) -> None:
 
 
 def test_batch_state_rejects_bad_values() -> None:
-    """Negative tokens and hit fractions outside [0, 1] are refused."""
+    """Negative tokens, hit fractions outside [0, 1] and budgets below one token are refused."""
     with pytest.raises(ValueError, match="running_context_tokens"):
-        lamps.BatchState(0, -5)
+        lamps.BatchState(token_budget=1, running_context_tokens=-5)
     with pytest.raises(ValueError, match="prefix_cache_hit_fraction"):
-        lamps.BatchState(0, 0, 1.5)
+        lamps.BatchState(token_budget=1, prefix_cache_hit_fraction=1.5)
+    with pytest.raises(ValueError, match="token_budget must be in"):
+        lamps.BatchState(token_budget=0)
+    with pytest.raises(ValueError, match="iteration_seconds"):
+        lamps.BatchState(token_budget=1, iteration_seconds=-1)
+    with pytest.raises(ValueError, match="swap_queue_seconds"):
+        lamps.BatchState(token_budget=1, swap_queue_seconds=INF)
+    with pytest.raises(TypeError):
+        lamps.BatchState()  # type: ignore[call-arg]  # the budget is the scheduler's, no default
 
 
 def test_score_request_rejects_more_pending_than_context() -> None:
     """pending_prefill_tokens cannot exceed context_tokens."""
     with pytest.raises(ValueError, match="pending_prefill_tokens"):
-        lamps.score_request(5, 6, [], lamps.BatchState(), GPTJ)
+        lamps.score_request(5, 6, [], lamps.BatchState(token_budget=2048), GPTJ)
 
 
 def _columns(**override: np.ndarray) -> dict[str, np.ndarray]:
@@ -145,7 +165,9 @@ def _columns(**override: np.ndarray) -> dict[str, np.ndarray]:
 def test_score_batch_names_the_bad_column(override: dict, error: type, message: str) -> None:
     """Bad columns raise before anything is written, naming column and index."""
     with pytest.raises(error, match=message):
-        lamps.score_batch(**_columns(**override), batch=lamps.BatchState(), cost=GPTJ)
+        lamps.score_batch(
+            **_columns(**override), batch=lamps.BatchState(token_budget=2048), cost=GPTJ
+        )
 
 
 def test_score_batch_rejects_a_read_only_out() -> None:
@@ -153,7 +175,9 @@ def test_score_batch_rejects_a_read_only_out() -> None:
     out = np.zeros(2)
     out.flags.writeable = False
     with pytest.raises(TypeError, match="writeable"):
-        lamps.score_batch(**_columns(), batch=lamps.BatchState(), cost=GPTJ, out=out)
+        lamps.score_batch(
+            **_columns(), batch=lamps.BatchState(token_budget=2048), cost=GPTJ, out=out
+        )
 
 
 @pytest.mark.parametrize(
@@ -171,7 +195,9 @@ def test_score_batch_rejects_a_read_only_out() -> None:
 def test_score_batch_refuses_an_out_it_cannot_write_in_place(out: object, message: str) -> None:
     """Regression: a float32 `out` was converted and the scores written into the temporary."""
     with pytest.raises(TypeError, match=message):
-        lamps.score_batch(**_columns(), batch=lamps.BatchState(), cost=GPTJ, out=out)
+        lamps.score_batch(
+            **_columns(), batch=lamps.BatchState(token_budget=2048), cost=GPTJ, out=out
+        )
 
 
 @pytest.mark.parametrize("column", list(_columns()))
@@ -182,7 +208,7 @@ def test_score_batch_reads_only_numpy_arrays_in_place(column: str) -> None:
     with pytest.raises(
         TypeError, match=rf"{column} must be a numpy array of dtype \w+ \(got list\)"
     ):
-        lamps.score_batch(**columns, batch=lamps.BatchState(), cost=GPTJ)
+        lamps.score_batch(**columns, batch=lamps.BatchState(token_budget=2048), cost=GPTJ)
 
 
 def test_update_many_reads_only_numpy_arrays_in_place() -> None:
@@ -249,7 +275,7 @@ def test_update_many_is_all_or_nothing() -> None:
 _QUEUE = lamps.RankingQueue()
 _QUEUE.push(1, 1.0, 0.0)
 _REQUEST = lamps.PausedRequest(10)
-_BATCH = lamps.BatchState()
+_BATCH = lamps.BatchState(token_budget=2048)
 
 
 @pytest.mark.parametrize(
@@ -260,10 +286,16 @@ _BATCH = lamps.BatchState()
         (lambda: lamps.RankingQueue("a"), "starvation_threshold: expected an integer, got str"),
         (lambda: lamps.PausedRequest(context_tokens=None), "context_tokens: expected a number"),
         (lambda: lamps.PausedRequest(1, "0"), "cached_tokens: expected a number, got str"),
-        (lambda: lamps.BatchState("x"), "running_tokens_per_iteration: expected a number"),
+        (
+            lambda: lamps.BatchState(token_budget=1, running_tokens_per_iteration="x"),
+            "running_tokens_per_iteration: expected a number",
+        ),
         (lambda: lamps.CostModel("a", 1, 1, 1), "a_ms_per_token: expected a number, got str"),
         (lambda: lamps.CostModel(1, 1, 1, 10**400), "link_bytes_per_second: expected a number"),
-        (lambda: lamps.CostModel(1, 1, 1, 1, 1.5), "saturation_tokens: expected an integer"),
+        (
+            lambda: lamps.CostModel(1, 1, 1, 1, prefill_ms_per_token_pair="x"),
+            "prefill_ms_per_token_pair: expected a number",
+        ),
         (lambda: lamps.CostModel(1, 1, 1, 1, name=3), "name: expected a str, got int"),
         (lambda: lamps.CostModel.profile(3), "name: expected a str, got int"),
         (lambda: GPTJ.iteration_seconds("x"), "tokens: expected a number, got str"),

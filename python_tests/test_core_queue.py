@@ -167,3 +167,35 @@ def test_a_request_may_wait_its_own_time_or_never_be_promoted() -> None:
     assert q.ranked() == [0, 2, 1]
     with pytest.raises(ValueError, match="starve_after"):
         q.push(3, 1.0, 0.0, starve_after=-1)
+
+
+def test_promoted_requests_take_one_pop_in_share() -> None:
+    """With promoted_share 3, starved requests get every third pop while ranked ones wait:
+    under overload the queue keeps its ranking for two pops in three, and the oldest starved
+    request still goes out within three pops."""
+    q = lamps.RankingQueue(5, promoted_share=3)
+    for h in (10, 11):  # old, large scores: they will starve
+        q.push(h, 1000.0 + h, float(h))
+    q.tick(5)
+    for h in range(6):  # fresh, small scores
+        q.push(h, float(h), 100.0 + h)
+    assert q.is_promoted(10) and q.is_promoted(11)
+    order = q.ranked()
+    assert order == [0, 1, 10, 2, 3, 11, 4, 5]
+    assert [q.pop() for _ in range(8)] == order
+
+
+def test_share_one_keeps_promoted_requests_first() -> None:
+    """promoted_share 1 (the default) is the paper's rule: every promoted request goes first."""
+    q = lamps.RankingQueue(1)
+    q.push(7, 50.0, 0.0)
+    q.tick(1)
+    q.push(1, 1.0, 1.0)
+    assert q.promoted_share == 1
+    assert [q.pop(), q.pop()] == [7, 1]
+
+
+def test_promoted_share_must_be_positive() -> None:
+    """A share of 0 would never serve a starved request: refused, named."""
+    with pytest.raises(ValueError, match="promoted_share"):
+        lamps.RankingQueue(10, promoted_share=0)

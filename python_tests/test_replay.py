@@ -171,13 +171,15 @@ def test_infercept_discards_all_candidates_but_the_costliest(api_seconds: float)
     )
     result = engine.run()
     stats = result.policy_stats
+    budget = result.settings["token_budget"]
     # At the pauses: ~1,007 and ~607 context tokens, two decoding requests beside them. Both
     # are discard candidates for a long call (w_d < w_p, InferCept's formulas); only the
     # cheaper is discarded, the costlier stays preserved as the eviction victim.
     k = constants_for(GPTJ.cost_model)
     running = 2 * 312
     candidates = [
-        discard_waste(tokens, 2, running, k) < api_seconds * tokens for tokens in (1008, 608)
+        discard_waste(tokens, 2, running, k, budget) < api_seconds * tokens
+        for tokens in (1008, 608)
     ]
     assert candidates == [api_seconds > 1] * 2
     assert stats["pauses"] == 2

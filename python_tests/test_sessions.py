@@ -14,21 +14,13 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus
 
 from lamps._core import Strategy
-from lamps.harness import make_request, run_step
+from lamps.harness import SettableClock, make_request, run_step
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
 
 BLOCK = 16
 # Recompute expensive (a large model): a pinned turn is the least waste for gaps of seconds.
 EXPENSIVE_RECOMPUTE = {"a_ms_per_token": 5.0, "c_ms": 20.0, "kv_bytes_per_token": 1e6,
                        "link_bytes_per_second": 1e9}  # fmt: skip
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def build(make: Any, cls: type = LampsSyncScheduler, num_blocks: int = 64, **lamps: Any) -> Any:
@@ -38,7 +30,7 @@ def build(make: Any, cls: type = LampsSyncScheduler, num_blocks: int = 64, **lam
         sched = make(cls, num_blocks=num_blocks, max_num_seqs=8)
     else:
         sched = make(cls, num_blocks=num_blocks, max_num_seqs=8, additional_config={"lamps": cfg})
-    clock = Clock()
+    clock = SettableClock(100.0)
     if hasattr(sched, "set_clock"):
         sched.set_clock(clock)
     sched.test_step_seconds = 0.0  # how far the clock moves per engine step
@@ -267,3 +259,20 @@ def test_prefix_cache_reset_is_not_blocked_by_pins(make_vllm_scheduler: Any) -> 
     assert sched.kv_pauses.num_pinned_blocks > 0
     assert sched.reset_prefix_cache()
     assert sched.kv_pauses.num_pinned_blocks == 0 and free(sched) == total(sched)
+
+
+def test_intact_finds_the_cached_prefix_of_a_parked_turn() -> None:
+    # A turn's blocks are evicted tail first: the intact prefix ends where eviction reached.
+    from types import SimpleNamespace
+
+    from lamps.vllm.session_state import ParkedTurn
+
+    blocks = [SimpleNamespace(block_hash=f"h{i}") for i in range(6000)]
+    turn = ParkedTurn("k", Strategy.DISCARD, [], 6000 * 16, 6000 * 16, 0.0, 1.0, None, 0,
+                      blocks=blocks, block_keys=[b.block_hash for b in blocks])  # fmt: skip
+    assert turn.intact() == 6000
+    for b in blocks[4321:]:
+        b.block_hash = None  # evicted
+    assert turn.intact() == 4321
+    blocks[0].block_hash = "reused"  # a shared head freed earlier went first
+    assert turn.intact() == 0

@@ -18,7 +18,7 @@ from pipelined import PipelinedDriver
 from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.request import RequestStatus
 
-from lamps.harness import make_request
+from lamps.harness import SettableClock, make_request
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
 
 # Discard and swap as cheap as preserve for pauses of a few seconds: the hints below spread
@@ -34,16 +34,6 @@ COST = {
 CHUNK = 50
 ASYNC_CHUNKS = range(8)
 SYNC_CHUNKS = range(2)
-
-
-class Clock:
-    """Virtual seconds, advanced by the storm."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -85,7 +75,7 @@ class Storm:
 
     def __init__(self, make: Any, cls: type, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.clock = Clock()
+        self.clock = SettableClock()
         self.sched = make(
             cls,
             num_blocks=self.rng.choice([16, 24, 32]),

@@ -20,6 +20,7 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
+from lamps.harness import SettableClock
 from lamps.vllm.compat import SchedulerHooks
 from lamps.vllm.parking import ParkingPriorityQueue
 from lamps.vllm.pausing import Admission, KvPauses
@@ -156,15 +157,7 @@ def test_a_running_request_swapped_with_a_pinned_head_is_readmitted_intact(
 # ----- the simulated worker: loads in parts ------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def stored(worker: SimulatedSwapWorker, clock: Clock, request_id: str, blocks: int) -> None:
+def stored(worker: SimulatedSwapWorker, clock: SettableClock, request_id: str, blocks: int) -> None:
     worker.start_jobs(LampsSwapMetadata(swap_out=[SwapOutJob(request_id, list(range(blocks)))]))
     clock.now += blocks
     worker.collect_finished(set())
@@ -176,7 +169,7 @@ def part(request_id: str, first: int, n: int, final: bool) -> LampsSwapMetadata:
 
 
 def test_a_load_in_parts_is_reported_once_after_its_final_part() -> None:
-    clock = Clock()
+    clock = SettableClock()
     worker = SimulatedSwapWorker(clock, float)
     stored(worker, clock, "a", 3)
     worker.start_jobs(part("a", 0, 2, False))
@@ -191,7 +184,7 @@ def test_a_load_in_parts_is_reported_once_after_its_final_part() -> None:
 
 
 def test_a_load_released_between_parts_is_reported_failed() -> None:
-    clock = Clock()
+    clock = SettableClock()
     worker = SimulatedSwapWorker(clock, float)
     stored(worker, clock, "a", 3)
     worker.start_jobs(part("a", 0, 1, False))
@@ -205,7 +198,7 @@ def test_a_load_released_between_parts_is_reported_failed() -> None:
 
 
 def test_a_failed_part_is_reported_once_and_silences_the_rest() -> None:
-    clock = Clock()
+    clock = SettableClock()
     worker = SimulatedSwapWorker(
         clock, float, fails=lambda job: isinstance(job, SwapInJob) and job.first_block == 0
     )

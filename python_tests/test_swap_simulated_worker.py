@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lamps.harness import SettableClock
 from lamps.vllm.swap import (
     LampsSwapMetadata,
     LampsSwapWorkerMetadata,
@@ -13,16 +14,6 @@ from lamps.vllm.swap import (
 )
 from lamps.vllm.swap.messages import SwapJob
 from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
-
-
-class Clock:
-    """A settable virtual clock."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def out(request_id: str, num_blocks: int) -> SwapOutJob:
@@ -44,12 +35,12 @@ def step(
     return outs, results.finished_recving, results.failed_recving
 
 
-def make(clock: Clock, **kwargs: object) -> SimulatedSwapWorker:
+def make(clock: SettableClock, **kwargs: object) -> SimulatedSwapWorker:
     return SimulatedSwapWorker(clock, lambda blocks: float(blocks), **kwargs)  # type: ignore[arg-type]
 
 
 def test_copies_run_one_at_a_time_per_direction() -> None:
-    clock = Clock()
+    clock = SettableClock()
     worker = make(clock)
     assert step(worker, LampsSwapMetadata(swap_out=[out("a", 2), out("b", 3)])) == (
         {},
@@ -70,7 +61,7 @@ def test_copies_run_one_at_a_time_per_direction() -> None:
 
 
 def test_injected_failures_and_the_engines_bookkeeping() -> None:
-    clock = Clock()
+    clock = SettableClock()
     failing = {"x"}
 
     def fails(job: SwapJob) -> bool:
@@ -95,7 +86,7 @@ def test_injected_failures_and_the_engines_bookkeeping() -> None:
 
 
 def test_stopped_copies_hold_their_link_and_report_failed() -> None:
-    clock = Clock()
+    clock = SettableClock()
     worker = make(clock)
     step(worker, LampsSwapMetadata(swap_out=[out("a", 4), out("b", 1)]))
     step(worker, LampsSwapMetadata(release=["a"]))
@@ -124,7 +115,7 @@ def test_worker_metadata_aggregates_and_rejects_foreign_metadata() -> None:
 
 def test_a_load_reads_its_source_copy_and_is_reported_as_the_request() -> None:
     # A parked session turn's copy (its own id) is loaded into the session's next request.
-    clock = Clock()
+    clock = SettableClock()
     worker = make(clock)
     step(worker, LampsSwapMetadata(swap_out=[out("turn-copy", 2)]))
     clock.now = 2.0

@@ -8,7 +8,7 @@ import pytest
 from vllm.v1.request import RequestStatus
 
 from lamps import BatchState, CostModel, Strategy
-from lamps.harness import make_request, run_step
+from lamps.harness import SettableClock, make_request, run_step
 from lamps.vllm import LampsSyncScheduler
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.config import LampsConfig
@@ -18,14 +18,6 @@ from lamps.vllm.state import RequestState
 from lamps.vllm.stats import LampsStats
 
 QUIET = {"log_interval_s": 0.0}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def lamps(make: Any, build: dict[str, Any] | None = None, **cfg: Any) -> Any:
@@ -61,7 +53,9 @@ def test_running_order_decides_the_victim(
     assert victims and victims[0] == victim
 
 
-def _starve(make: Any, clock: Clock | None = None, steps: int = 30, **cfg: Any) -> list[str]:
+def _starve(
+    make: Any, clock: SettableClock | None = None, steps: int = 30, **cfg: Any
+) -> list[str]:
     sched = lamps(make, {"max_num_seqs": 1}, **cfg)
     if clock is not None:
         sched.set_clock(clock)
@@ -83,14 +77,14 @@ def test_starvation_none_never_promotes(make_vllm_scheduler: Any) -> None:
 
 
 def test_starvation_by_seconds_of_waiting(make_vllm_scheduler: Any) -> None:
-    order = _starve(make_vllm_scheduler, Clock(), starvation_rule="seconds",
+    order = _starve(make_vllm_scheduler, SettableClock(100.0), starvation_rule="seconds",
                     starvation_seconds=5.0)  # fmt: skip
     # One step per second: promoted after about 5 steps of waiting.
     assert "big" in order and 4 <= order.index("big") <= 7
 
 
 def test_starvation_relative_to_predicted_service(make_vllm_scheduler: Any) -> None:
-    order = _starve(make_vllm_scheduler, Clock(), starvation_rule="relative",
+    order = _starve(make_vllm_scheduler, SettableClock(100.0), starvation_rule="relative",
                     starvation_factor=1.0)  # fmt: skip
     assert "big" in order
 
@@ -118,7 +112,7 @@ class RecordingPauses:
 
 def _controller(**kw: Any) -> tuple[PauseController, RecordingPauses, BatchEstimator]:
     cost = CostModel.profile("gptj-6b-a100")
-    batch = BatchEstimator(cost, 16, prefix_caching=False)
+    batch = BatchEstimator(cost, 16, prefix_caching=False, token_budget=384)
     pauses = RecordingPauses()
     ctl = PauseController(pauses, batch, cost, lambda: 0, LampsStats(), **kw)  # type: ignore[arg-type]
     return ctl, pauses, batch
@@ -137,18 +131,24 @@ def test_every_step_redecides_before_the_call_overruns() -> None:
     # waits for the call to overrun its prediction.
     for redecide, expect in (("every_step", [("p", "discard")]), ("overrun", [])):
         ctl, pauses, batch = _controller(allow_swap=False, redecide=redecide)
-        batch.state = BatchState(380.0, 60_000.0)
+        batch.state = BatchState(
+            token_budget=384, running_tokens_per_iteration=380.0, running_context_tokens=60_000.0
+        )
         request, state = _paused("p", 2000)
         ctl.on_pause(request, state, now=0.0, api_seconds=0.3)
         assert state.strategy == Strategy.PRESERVE and not pauses.released
-        batch.state = BatchState(1.0, 0.0)
+        batch.state = BatchState(
+            token_budget=384, running_tokens_per_iteration=1.0, running_context_tokens=0.0
+        )
         ctl.before_step(0.05, {"p": request}, lambda rid, state=state: state)
         assert pauses.released == expect, redecide
 
 
 def test_demote_releases_all_but_the_costliest() -> None:
     ctl, pauses, batch = _controller(allow_swap=False, redecide="demote")
-    batch.state = BatchState(1.0, 0.0)
+    batch.state = BatchState(
+        token_budget=384, running_tokens_per_iteration=1.0, running_context_tokens=0.0
+    )
     pauses_and_states = {}
     for rid, context in (("a", 500), ("b", 3000), ("c", 1000)):
         request, state = _paused(rid, context)
@@ -162,7 +162,9 @@ def test_demote_releases_all_but_the_costliest() -> None:
 
 def test_budgeted_swap_takes_the_next_best_when_it_does_not_fit() -> None:
     ctl, pauses, batch = _controller(swap_policy="budgeted")
-    batch.state = BatchState(380.0, 60_000.0)
+    batch.state = BatchState(
+        token_budget=384, running_tokens_per_iteration=380.0, running_context_tokens=60_000.0
+    )
     ctl.before_step(0.0, {}, lambda rid: None)  # this step's allowance
     small, s1 = _paused("small", 64)
     huge, s2 = _paused("huge", 60_000)
@@ -174,7 +176,9 @@ def test_budgeted_swap_takes_the_next_best_when_it_does_not_fit() -> None:
 
 def test_largest_saving_first_spends_the_allowance_by_saving() -> None:
     ctl, pauses, batch = _controller(swap_policy="largest_saving_first")
-    batch.state = BatchState(300.0, 30_000.0)
+    batch.state = BatchState(
+        token_budget=384, running_tokens_per_iteration=300.0, running_context_tokens=30_000.0
+    )
     ctl.before_step(0.0, {}, lambda rid: None)
     saving = {}
     for rid, context in (("small", 64), ("large", 256)):
@@ -194,11 +198,15 @@ def test_an_overrun_swap_held_by_its_budget_waits_for_the_next_step(swap_policy:
     # (none this step): the pause stays preserved and the step goes on (it used to re-decide
     # the same pause forever within one step).
     ctl, pauses, batch = _controller(swap_policy=swap_policy)
-    batch.state = BatchState(380.0, 60_000.0)
+    batch.state = BatchState(
+        token_budget=384, running_tokens_per_iteration=380.0, running_context_tokens=60_000.0
+    )
     request, state = _paused("p", 30_000)
     ctl.on_pause(request, state, now=0.0, api_seconds=0.001)
     assert state.strategy == Strategy.PRESERVE
-    batch.state = BatchState(1.0, 0.0)  # nothing hides a copy: this step's allowance is 0
+    batch.state = BatchState(
+        token_budget=384, running_tokens_per_iteration=1.0, running_context_tokens=0.0
+    )  # nothing hides a copy: this step's allowance is 0
     ctl.before_step(50.0, {"p": request}, lambda rid: state)
     if swap_policy == "largest_saving_first":  # held for the next step's allowance
         assert state.strategy == Strategy.PRESERVE and not pauses.released

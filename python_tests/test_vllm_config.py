@@ -73,8 +73,8 @@ COST_MODEL = {
         ({"rescore_interval": 2**63}, "rescore_interval"),
         ({"default_output_tokens": 2**63}, "default_output_tokens"),
         ({"default_output_tokens": 2**53 + 1}, "default_output_tokens"),
-        ({"cost_model": {**COST_MODEL, "saturation_tokens": 2**63}}, "saturation_tokens"),
-        ({"cost_model": {**COST_MODEL, "saturation_tokens": 2**53 + 1}}, "saturation_tokens"),
+        ({"starvation_share": 2**63}, "starvation_share"),
+        ({"max_preemptions": 2**63}, "max_preemptions"),
         ({"cost_model": {**COST_MODEL, "c_ms": 10**400}}, "c_ms"),
         ({"log_interval_s": 10**400}, "log_interval_s"),
     ],
@@ -97,14 +97,20 @@ def test_largest_accepted_integers_reach_the_core() -> None:
                 "starvation_threshold": 2**63 - 1,
                 "rescore_interval": 2**63 - 1,
                 "default_output_tokens": lamps.MAX_TOKENS,
-                "cost_model": {**COST_MODEL, "saturation_tokens": lamps.MAX_TOKENS},
+                "starvation_share": 2**63 - 1,
             }
         },
         environ={},
     )
-    assert cfg.make_cost_model().saturation_tokens == lamps.MAX_TOKENS
     assert cfg.default_output_tokens == config_module._MAX_TOKENS == lamps.MAX_TOKENS
     assert lamps.RankingQueue(cfg.starvation_threshold).starvation_threshold == 2**63 - 1
+    assert lamps.RankingQueue(1, cfg.starvation_share).promoted_share == 2**63 - 1
+
+
+def test_saturation_tokens_is_refused_with_the_reason() -> None:
+    """The per-step budget is the scheduler's: a cost model naming one is told so."""
+    with pytest.raises(ValueError, match="max_num_batched_tokens"):
+        LampsConfig(cost_model={**COST_MODEL, "saturation_tokens": 384})
 
 
 def test_a_cost_model_that_cannot_score_is_refused_at_load() -> None:

@@ -6,34 +6,21 @@ import logging
 from typing import Any
 
 import pytest
+from plugin_helpers import (
+    LAMPS_CLASSES,
+    QUIET,
+    free_blocks,
+    lamps,
+    resume,
+    start_session,
+)
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import RequestStatus
 
 from lamps._core import Strategy
-from lamps.harness import make_request, run_step
+from lamps.harness import SettableClock, make_request, run_step
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
-
-LAMPS_CLASSES = [LampsSyncScheduler, LampsScheduler]
-QUIET = {"log_interval_s": 0.0}
-
-
-class FakeClock:
-    """A settable clock for pause durations."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def lamps(make: Any, cls: type = LampsSyncScheduler, **lamps_cfg: Any) -> Any:
-    kwargs = {k: lamps_cfg.pop(k) for k in list(lamps_cfg) if k in _BUILD_KEYS}
-    return make(cls, additional_config={"lamps": {**QUIET, **lamps_cfg}}, **kwargs)
-
-
-_BUILD_KEYS = {"max_num_seqs", "num_blocks", "enable_prefix_caching", "max_num_batched_tokens"}
 
 
 def admitted_order(sched: Any, steps: int = 100) -> list[str]:
@@ -94,7 +81,9 @@ def test_preemption_victim_is_largest_score(make_vllm_scheduler: Any, cls: type)
 
 
 def test_starved_request_is_promoted(make_vllm_scheduler: Any) -> None:
-    sched = lamps(make_vllm_scheduler, max_num_seqs=1, starvation_threshold=5)
+    sched = lamps(
+        make_vllm_scheduler, max_num_seqs=1, starvation_rule="iterations", starvation_threshold=5
+    )
     sched.add_request(make_request("big", list(range(400)), max_tokens=4))
     order: list[str] = []
     for i in range(30):
@@ -109,8 +98,35 @@ def test_starved_request_is_promoted(make_vllm_scheduler: Any) -> None:
     assert sched.lamps_stats.promotions >= 1
 
 
+def test_default_rule_bounds_the_wait_and_keeps_ranking_for_most_admissions(
+    make_vllm_scheduler: Any,
+) -> None:
+    # The default: a request waiting starvation_seconds (10 s) is promoted, and promoted
+    # requests get one admission in starvation_share (4); the other three stay in score order.
+    sched = lamps(make_vllm_scheduler, max_num_seqs=1)
+    clock = SettableClock()
+    sched.set_clock(clock)
+    for name in ("big1", "big2"):
+        sched.add_request(make_request(name, list(range(400 + len(name))), max_tokens=1))
+    order: list[str] = []
+    for i in range(40):
+        sched.add_request(
+            make_request(f"s{i}", list(range(3000 + 20 * i, 3010 + 20 * i)), max_tokens=1)
+        )
+        out, _ = run_step(sched)
+        order += [r.req_id for r in out.scheduled_new_reqs]
+        clock.now += 1.0
+    first = order.index("big1")
+    assert 10 <= first <= 12, order  # waited its 10 s, then went within one share
+    gap = order.index("big2") - first
+    assert gap == 4, order  # three ranked admissions between two promoted ones
+    assert sched.lamps_stats.promotions >= 2
+
+
 def test_no_promotion_when_starvation_off(make_vllm_scheduler: Any) -> None:
-    sched = lamps(make_vllm_scheduler, max_num_seqs=1, starvation_threshold=0)
+    sched = lamps(
+        make_vllm_scheduler, max_num_seqs=1, starvation_rule="iterations", starvation_threshold=0
+    )
     sched.add_request(make_request("big", list(range(400)), max_tokens=4))
     order: list[str] = []
     for i in range(20):
@@ -124,42 +140,6 @@ def test_no_promotion_when_starvation_off(make_vllm_scheduler: Any) -> None:
 
 
 # ----- API pauses ------------------------------------------------------------------------------
-
-
-def start_session(
-    sched: Any,
-    api_seconds: float | None,
-    prompt_len: int = 100,
-    max_tokens: int = 4,
-    rid: str = "s",
-) -> Any:
-    hints = {"tool": "calc"}
-    if api_seconds is not None:
-        hints["predicted_api_seconds"] = api_seconds
-    sched.add_request(
-        make_request(
-            rid,
-            list(range(prompt_len)),
-            max_tokens=max_tokens,
-            resumable=True,
-            extra_args={"lamps": hints},
-        )
-    )
-    for _ in range(max_tokens + 2):
-        run_step(sched)
-    req = sched.requests[rid]
-    assert req.status == RequestStatus.WAITING_FOR_STREAMING_REQ
-    return req
-
-
-def resume(
-    sched: Any, rid: str = "s", chunk: tuple[int, ...] = (5, 6, 7), max_tokens: int = 2
-) -> None:
-    sched.add_request(make_request(rid, list(chunk), max_tokens=max_tokens, resumable=True))
-
-
-def free_blocks(sched: Any) -> int:
-    return sched.kv_cache_manager.block_pool.get_num_free_blocks()
 
 
 @pytest.mark.parametrize("cls", LAMPS_CLASSES)
@@ -234,7 +214,7 @@ def test_swap_without_offloading_falls_back_to_discard_once(
 
 def test_preserved_pause_outlasting_prediction_is_redecided(make_vllm_scheduler: Any) -> None:
     sched = lamps(make_vllm_scheduler, allow_swap=False)
-    clock = FakeClock()
+    clock = SettableClock(1000.0)
     sched.set_clock(clock)
     total = free_blocks(sched)
     start_session(sched, api_seconds=0.0)
@@ -255,7 +235,7 @@ def test_preserved_pause_outlasting_prediction_is_redecided(make_vllm_scheduler:
 
 def test_observed_pauses_train_the_api_predictor(make_vllm_scheduler: Any) -> None:
     sched = lamps(make_vllm_scheduler, default_api_seconds=1.0)
-    clock = FakeClock()
+    clock = SettableClock(1000.0)
     sched.set_clock(clock)
     start_session(sched, api_seconds=None)
     clock.now += 7.0
@@ -356,7 +336,7 @@ def test_log_line_reports_the_interval(make_vllm_scheduler: Any, caplog: Any) ->
         LampsSyncScheduler,
         additional_config={"lamps": {"log_interval_s": 5.0, "allow_swap": False}},
     )
-    clock = FakeClock()
+    clock = SettableClock(1000.0)
     sched.set_clock(clock)
     caplog.set_level(logging.INFO, logger="vllm.lamps")
 

@@ -208,3 +208,13 @@ def test_poisson_arrivals() -> None:
         poisson_arrivals(w, 0, 10)
     with pytest.raises(ValueError, match="duration"):
         poisson_arrivals(w, 1, float("inf"))
+
+
+def test_the_authors_single_api_trace_is_shipped() -> None:
+    """builtin:mars-single-api is the LAMPS authors' file: 397 requests, one call each, about
+    7.7 s of API time per request (mars-codebase diverse_oneapi_merged_exp_uniform.json)."""
+    w = load_trace("builtin:mars-single-api")
+    assert len(w.requests) == 397
+    assert all(r.num_api_calls == 1 for r in w.requests)
+    assert sum(r.api_seconds for r in w.requests) / 397 == pytest.approx(7.66, abs=0.01)
+    assert w.max_context_tokens <= 2048 + 64

@@ -73,9 +73,7 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
         self.ttl_rule = config.pop("ttl", "paper")
         explicit = config.pop("cost_model", None)  # as lamps' own config (the replay sends it)
         if explicit is not None:
-            cm = dict(explicit)
-            cm["saturation_tokens"] = int(cm.get("saturation_tokens", 384))
-            self._cost = CostModel(**cm)
+            self._cost = CostModel(**dict(explicit))
         else:
             self._cost = CostModel.profile(config.pop("profile", "gptj-6b-a100"))
         if config or self.ttl_rule not in ("paper", "code"):

@@ -26,8 +26,10 @@ Each rule, and where it is:
   resumed session's first arrival time.
 - API durations are the trace's exact values (`final_tput_bench_real.py` 94-123 passes
   `api_exec_time`); here the hint `predicted_api_seconds` carries it.
-- An iteration schedules at most `mlimit = 384` tokens (scheduler_v2.py 741-745): recompute
-  chunks of at most 384 tokens, mixed with decodes.
+- An iteration schedules at most `mlimit` tokens (scheduler_v2.py 741-745; 384 in its runs),
+  recompute chunks mixed with decodes. `mlimit` is an engine setting applied to every policy
+  alike: here it is the scheduler's own budget (`max_num_batched_tokens`), which InferCept's
+  formulas use wherever its code uses `mlimit` (the replay's `paper` settings: 384).
 
 What differs, and why: vLLM V1 frees whole requests, so a tail swap is a partial swap (pinned
 head, swapped tail) that releases the victim, which is swapped once (`passive_swap`); a
@@ -48,7 +50,9 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, StreamingUpdate
 
+from lamps import CostModel
 from lamps.baselines.infercept_model import (
+    CONSTANTS,
     GPTJ_6B,
     InferCeptConstants,
     allowance_blocks,
@@ -99,7 +103,16 @@ def constants_from_config(config: Any) -> InferCeptConstants:
         return InferCeptConstants(
             float(cost["a_ms_per_token"]), float(cost["c_ms"]), GPTJ_6B.swap_a, GPTJ_6B.swap_b
         )
-    return constants_for(config.get("profile", "gptj-6b-a100"))
+    profile = config.get("profile", "gptj-6b-a100")
+    if profile in CONSTANTS:
+        return constants_for(profile)
+    # A model InferCept never profiled: its iteration constants from the named cost model,
+    # the swap allowance's from GPT-J-6B (as with an explicit cost_model).
+    try:
+        cost = CostModel.profile(profile)
+    except ValueError as e:
+        raise ValueError(f"additional_config '{CONFIG_KEY}': {e}") from e
+    return InferCeptConstants(cost.a_ms_per_token, cost.c_ms, GPTJ_6B.swap_a, GPTJ_6B.swap_b)
 
 
 class InferCeptScheduler(SchedulerHooks, Scheduler):
@@ -112,7 +125,6 @@ class InferCeptScheduler(SchedulerHooks, Scheduler):
         self.constants = constants_from_config(
             self.vllm_config.additional_config.get(CONFIG_KEY, {})
         )
-        self.max_num_scheduled_tokens = min(self.max_num_scheduled_tokens, self.constants.mlimit)
         self._clock: Callable[[], float] = time.monotonic
         self.kv_pauses = KvPauses(self)
         self._stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
@@ -137,7 +149,7 @@ class InferCeptScheduler(SchedulerHooks, Scheduler):
     def schedule(self, *args: Any, **kwargs: Any) -> SchedulerOutput:
         block_size = self.block_size
         free_tokens = self.kv_cache_manager.block_pool.get_num_free_blocks() * block_size
-        t_sout, t_sin = swap_allowances(free_tokens, self.constants)
+        t_sout, t_sin = swap_allowances(free_tokens, self.constants, self.max_num_scheduled_tokens)
         pace = getattr(self.connector, "lamps_pace_loads", None)
         if pace is not None:
             pace(allowance_blocks(t_sin, block_size) * block_size)
@@ -177,7 +189,9 @@ class InferCeptScheduler(SchedulerHooks, Scheduler):
                 continue
             tokens = blocks * self.block_size
             w_p = preserve_waste(self._resume_at[request.request_id] - now, tokens)
-            w_d = discard_waste(tokens, running_batch, running_tokens, self.constants)
+            w_d = discard_waste(
+                tokens, running_batch, running_tokens, self.constants, self.max_num_scheduled_tokens
+            )
             wastes.append((request, w_p, w_d, blocks))
         return wastes
 

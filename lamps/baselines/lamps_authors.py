@@ -31,7 +31,9 @@ V2 --chunk-fill --starvation-avoidance True --starvation-threshold 100 --starvat
   pressure the preemption target, then delayed or the youngest running requests, are freed
   (378-423, InferCept's `passive_discard_by_order` with the swap branch cut). That is
   `passive_swap.PassiveSwap` with no swap path and an unbounded allowance.
-- An iteration schedules at most 384 tokens (921-924).
+- An iteration schedules at most `mlimit` = 384 tokens (921-924). That is an engine setting
+  applied to every policy alike: here the scheduler's own budget, which the formulas below
+  use wherever the authors' code writes 384 (the replay's `paper` settings give 384).
 - Predictions in its benchmark: the true value plus Gaussian noise of a given fraction,
   clamped (`benchmarks/fixed_final_tput_bench_real.py` 118-119); the replay policy adds it.
 
@@ -52,7 +54,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
 from lamps import BatchState, CostModel, Strategy, score_batch
-from lamps.baselines.infercept_model import GPTJ_6B, MLIMIT_TOKENS, discard_waste
+from lamps.baselines.infercept_model import GPTJ_6B, discard_waste
 from lamps.baselines.ordered_queue import OrderedQueue
 from lamps.baselines.passive_swap import PassiveSwap
 from lamps.vllm.compat import SchedulerHooks
@@ -72,12 +74,13 @@ STARVATION_QUANTUM = 100_000  # exps/6B_bench.sh, --starvation-quantum
 NO_SWAP_ALLOWANCE = 10**9  # 928-930: swap budgets disabled
 
 
-def swap_waste(tokens: int, running_batch: int, running_tokens: int) -> float:
-    """The authors' `w_s` (680-696) of `tokens` (blocks x block size)."""
-    c_h = max(384 - running_batch, 1)
+def swap_waste(tokens: int, running_batch: int, running_tokens: int, budget: int) -> float:
+    """The authors' `w_s` (680-696) of `tokens` (blocks x block size), `budget` tokens per
+    iteration where their code writes 384."""
+    c_h = max(budget - running_batch, 1)
     n = max((tokens + c_h - 1) // c_h - 1, 1)
     f_ch = 0.136 * c_h / 1000
-    f_s = (0.181 * 384 + 22.5) / 1000
+    f_s = (0.181 * budget + 22.5) / 1000
     return f_s * n * tokens + f_ch * n * running_tokens * 2
 
 
@@ -104,7 +107,6 @@ class LampsAuthorsScheduler(SchedulerHooks, Scheduler):
             raise ValueError(f"additional_config '{CONFIG_KEY}': unknown key(s) {sorted(config)}")
         self.waiting = OrderedQueue()
         self.kv_holding_waiting = ParkingPriorityQueue()
-        self.max_num_scheduled_tokens = min(self.max_num_scheduled_tokens, MLIMIT_TOKENS)
         self.kv_pauses = KvPauses(self)
         self._stats: dict[str, int] = dict.fromkeys(
             (
@@ -146,8 +148,9 @@ class LampsAuthorsScheduler(SchedulerHooks, Scheduler):
         tokens = blocks * AUTHORS_BLOCK_TOKENS
         batch, running_tokens = self._running_batch()
         w_p = api * tokens
-        w_d = discard_waste(tokens, batch, running_tokens, GPTJ_6B)
-        w_s = swap_waste(tokens, batch, running_tokens)
+        budget = self.max_num_scheduled_tokens
+        w_d = discard_waste(tokens, batch, running_tokens, GPTJ_6B, budget)
+        w_s = swap_waste(tokens, batch, running_tokens, budget)
         if w_p <= w_d and w_p <= w_s:
             state.strategy, state.waste = Strategy.PRESERVE, w_p
         elif w_s <= w_p and w_s <= w_d:
@@ -201,7 +204,11 @@ class LampsAuthorsScheduler(SchedulerHooks, Scheduler):
         batch, running_tokens = self._running_batch()
         scores = score_batch(
             context, np.maximum(context - computed, 0), np.arange(n + 1, dtype=np.int64),
-            output, api, ret, strategy, BatchState(float(batch), float(running_tokens)),
+            output, api, ret, strategy, BatchState(
+                token_budget=self.max_num_scheduled_tokens,
+                running_tokens_per_iteration=float(batch),
+                running_context_tokens=float(running_tokens),
+            ),
             self._cost, False,
         )  # fmt: skip
         promoted = [self._check_starvation(r, s) for r, s in zip(queued, states, strict=True)]

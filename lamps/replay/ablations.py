@@ -14,17 +14,34 @@ ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
         "running list in vLLM's admission order (the authors' way): only waiting is ranked",
     ),
     "lamps-starve-none": ({"starvation_rule": "none"}, "no starvation prevention"),
-    "lamps-starve-seconds": (
-        {"starvation_rule": "seconds"},
-        "promote after starvation_seconds (30 s) of waiting",
+    "lamps-starve-iterations": (
+        {"starvation_rule": "iterations", "starvation_share": 1},
+        "the paper's rule: promoted after 100 scheduler iterations of waiting, promoted "
+        "requests always first (arrival order among them)",
+    ),
+    "lamps-starve-first": (
+        {"starvation_share": 1},
+        "promoted after 10 s of waiting (the default), but promoted requests always first",
     ),
     "lamps-starve-relative": (
         {"starvation_rule": "relative"},
         "promote after waiting starvation_factor (4) times the predicted service time",
     ),
     "lamps-starve-authors": (
-        {"starvation_rule": "authors"},
+        {"starvation_rule": "authors", "starvation_share": 1},
         "the authors' rule: only requests that already ran count iterations waiting",
+    ),
+    "lamps-next-call": (
+        {"score_horizon": "next_call"},
+        "score one call ahead (the current turn and its call) instead of the whole life",
+    ),
+    "lamps-no-pressure-release": (
+        {"release_paused_under_pressure": False},
+        "paused KV kept under memory pressure: vLLM preempts a running request instead",
+    ),
+    "lamps-no-preemption-bound": (
+        {"max_preemptions": 0},
+        "no bound on how often one request is preempted",
     ),
     "lamps-redecide-every-step": (
         {"redecide": "every_step"},

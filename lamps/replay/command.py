@@ -15,6 +15,10 @@ from typing import Any
 DEFAULT_OUT = Path("replay-results")
 
 QUICK = {"qps": (4.0,), "duration": 300.0, "seeds": (0, 1)}
+DEFAULT_PROFILE = "gptj-6b-a100"
+USERS_PROFILE = "llama31-8b-h100-128k"
+USERS_DURATION = 1200.0
+"""--users without --duration: a 20-minute window (the first 10% warm-up)."""
 """The defaults (``--quick``): one rate where the calibrated engine separates the policies,
 two seeds, 300 s; about 2 minutes on 2 cores with ``--jobs 2``."""
 
@@ -43,6 +47,18 @@ def _ints(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated user counts, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected user counts >= 1, got {text!r}")
+    return values
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
@@ -51,7 +67,12 @@ def add_replay_parser(sub: Any) -> None:
     """Adds the ``replay`` subcommand to the ``lamps`` parser."""
     from lamps.replay.policies import describe_policies
     from lamps.replay.profiles import ENGINE_SETTINGS, PROFILES
-    from lamps.workloads import BUILTIN_TRACES, GENERATED_TRACES
+    from lamps.workloads import (
+        BUILTIN_TRACES,
+        CODING_TRACES,
+        DEFAULT_MAX_HUMAN_SECONDS,
+        GENERATED_TRACES,
+    )
 
     r = sub.add_parser(
         "replay",
@@ -62,9 +83,13 @@ def add_replay_parser(sub: Any) -> None:
         "scheduling policies with identical arrivals. With no options: the quick run (one "
         "rate, two seeds, 300 s).\n\npolicies and the source each follows:\n" + describe_policies(),
     )
-    traces = ", ".join(f"builtin:{n}" for n in (*BUILTIN_TRACES, *GENERATED_TRACES))
+    traces = ", ".join(f"builtin:{n}" for n in (*BUILTIN_TRACES, *GENERATED_TRACES, *CODING_TRACES))
     src = r.add_mutually_exclusive_group()
-    src.add_argument("--trace", help=f"InferCept-format JSON trace, or one of {traces}")
+    src.add_argument(
+        "--trace",
+        help="InferCept-format JSON trace, a kv-cache-tester trace file or directory of them "
+        f"(detected), or one of {traces}",
+    )
     src.add_argument(
         "--synthetic",
         action="store_true",
@@ -78,7 +103,35 @@ def add_replay_parser(sub: Any) -> None:
         default=None,
         help="comma-separated (default: vllm,infercept,lamps)",
     )
-    r.add_argument("--qps", type=_floats, default=None, help="Poisson rates, req/s (default 4)")
+    load = r.add_mutually_exclusive_group()
+    load.add_argument("--qps", type=_floats, default=None, help="Poisson rates, req/s (default 4)")
+    load.add_argument(
+        "--users",
+        type=_counts,
+        default=None,
+        help="closed-loop users, e.g. 4,8,16 (traced conversations): each user replays one "
+        "conversation after another for --duration; measured per turn after --warmup",
+    )
+    r.add_argument(
+        "--max-human-seconds",
+        type=float,
+        default=DEFAULT_MAX_HUMAN_SECONDS,
+        help="traced conversations: cap on a person's gap before an input (default "
+        f"{DEFAULT_MAX_HUMAN_SECONDS:g}, kv-cache-tester's --max-delay)",
+    )
+    r.add_argument(
+        "--max-tool-seconds",
+        type=float,
+        default=None,
+        help="traced conversations: cap on a tool call's gap (default: as traced)",
+    )
+    r.add_argument(
+        "--warm-prefix",
+        type=float,
+        default=0.5,
+        help="traced conversations: fraction of the largest tool+system prefix shared by all "
+        "conversations (default 0.5, kv-cache-tester's --warm-prefix-pct; 0: none)",
+    )
     r.add_argument(
         "--duration", type=float, default=None, help="arrival window, virtual seconds (default 300)"
     )
@@ -89,7 +142,12 @@ def add_replay_parser(sub: Any) -> None:
         help="seeds, e.g. 0-4 (default 0,1); intervals need >= 2, reports use >= 5",
     )
     r.add_argument("--quick", action="store_true", help="the defaults, said explicitly")
-    r.add_argument("--profile", default="gptj-6b-a100", choices=sorted(PROFILES))
+    r.add_argument(
+        "--profile",
+        default=None,
+        choices=sorted(PROFILES),
+        help=f"default {DEFAULT_PROFILE}; with --users {USERS_PROFILE} (128k context)",
+    )
     r.add_argument(
         "--engine-settings",
         default="vllm-0.32",
@@ -137,7 +195,7 @@ def add_replay_parser(sub: Any) -> None:
     r.add_argument(
         "--allow-dirty",
         action="store_true",
-        help="run from a tree with uncommitted changes (results marked DIRTY)",
+        help="run from a checkout of vllm-lamps with uncommitted changes (results marked DIRTY)",
     )
     r.add_argument("--vllm-logs", action="store_true", help="show vLLM's own log lines")
     r.add_argument("--no-plots", action="store_true")
@@ -160,6 +218,8 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from lamps.replay.provenance import provenance, require_clean
     from lamps.replay.report import (
         DEFAULT_SLO_TTFT_P99,
+        RATE_AXIS,
+        USERS_AXIS,
         format_knees,
         format_markdown,
         format_table,
@@ -180,7 +240,14 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ValueError(
                 f"--api-mode {args.api_mode}: {', '.join(wrong)} replay in another mode"
             )
-    given: dict[str, Any] = {"policies": policies, "qps": args.qps, "duration": args.duration}
+    users = args.users or ()
+    if users and real:
+        raise ValueError("--users: the real-engine check replays Poisson arrivals (--qps)")
+    given: dict[str, Any] = {
+        "policies": policies,
+        "qps": () if users else args.qps,
+        "duration": args.duration,
+    }
     if real:
         from lamps.replay.real import DEFAULTS
 
@@ -190,10 +257,12 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         }
     else:
         given = {k: QUICK[k] if v is None else v for k, v in given.items()}
+        if users and args.duration is None:
+            given["duration"] = USERS_DURATION
     seeds = args.seeds if args.seeds is not None else (QUICK["seeds"] if not real else (0,))
     config = ReplayConfig(
         **given,
-        profile=args.profile,
+        profile=args.profile or (USERS_PROFILE if users else DEFAULT_PROFILE),
         engine=args.engine_settings,
         hidden_fraction=args.hidden_fraction,
         noise=args.noise,
@@ -202,23 +271,31 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         cutoff=args.cutoff,
         drain=args.drain,
         stop_past=args.stop_past or None,
+        users=users,
+        warm_prefix=args.warm_prefix,
     )
     prov = provenance()  # after the options are known good: their errors come first
     require_clean(prov, args.allow_dirty)
     if not args.synthetic:
-        workload = load_trace(args.trace or "builtin:infercept-multi-api")
+        workload = load_trace(
+            args.trace or ("builtin:claude-code" if users else "builtin:infercept-multi-api"),
+            max_human_seconds=args.max_human_seconds,
+            max_tool_seconds=args.max_tool_seconds,
+        )
         source: Any = workload
     else:
         workload = synthetic_workload(args.synthetic_requests, seed=seeds[0])
         n = args.synthetic_requests
         source = lambda s: synthetic_workload(n, seed=s)  # noqa: E731
     slo = args.slo_ttft_p99 or DEFAULT_SLO_TTFT_P99
+    axis = USERS_AXIS if users else RATE_AXIS
     started = time.perf_counter()
     print(
         f"lamps replay: {workload.name if not args.synthetic else 'synthetic'} "
         f"(engine={args.engine}, "
         f"profile={config.profile}, settings={config.engine}, hidden={config.hidden_fraction:g}), "
-        f"policies={','.join(config.policies)}, qps={','.join(f'{q:g}' for q in config.qps)}, "
+        f"policies={','.join(config.policies)}, {axis.key}="
+        f"{','.join(f'{q:g}' for q in config.loads)}, "
         f"duration={config.duration:g}s, seeds={','.join(map(str, config.seed_list))}\n"
         f"{prov.banner()}",
         file=sys.stderr,
@@ -235,17 +312,18 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
         rows = run_real(workload, config, progress_stream=sys.stderr)
     else:
-        total = len(config.policies) * len(config.qps) * len(config.seed_list)
+        total = len(config.policies) * len(config.loads) * len(config.seed_list)
         shown = [0]
 
         def progress(done: list[dict[str, Any]]) -> None:
             for row in done[shown[0] :]:
                 ran = "skipped" not in row
                 print(
-                    f"  [{done.index(row) + 1}/{total}] {row['policy']} @ {row['qps']:g} req/s "
-                    f"seed {row['seed']}: "
+                    f"  [{done.index(row) + 1}/{total}] {row['policy']} @ {row[axis.key]:g} "
+                    f"{axis.unit} seed {row['seed']}: "
                     + (
-                        f"P99 TTFT {row['steady_ttft_p99']:.3g} s ({row['wall_seconds']:.0f} s)"
+                        f"{axis.knee_what} {row[axis.knee_metric]:.3g} s "
+                        f"({row['wall_seconds']:.0f} s)"
                         if ran
                         else "skipped (past saturation)"
                     ),
@@ -266,9 +344,10 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(format_table(rows))
     if not real:
         knees_md = format_knees(rows, slo)
-        (out / "knees.md").write_text(f"{banner}\n\nSLO: P99 TTFT <= {slo:g} s\n\n{knees_md}\n")
+        slo_line = f"SLO: {axis.knee_what} <= {slo:g} s"
+        (out / "knees.md").write_text(f"{banner}\n\n{slo_line}\n\n{knees_md}\n")
         written.append(out / "knees.md")
-        print(f"\nknees (P99 TTFT <= {slo:g} s over the steady window):\n{knees_md}")
+        print(f"\nknees ({slo_line}):\n{knees_md}")
     if not args.no_plots:
         from lamps.replay.plots import write_plots
 

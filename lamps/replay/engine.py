@@ -3,13 +3,20 @@
 Each iteration calls ``schedule()``, advances virtual time by the engine model's step time
 (``lamps.replay.engine_model``: linear layers, the KV the step's decodes read, its prefill
 attention, and swap stalls), and feeds ``update_from_output()`` a generated
-``ModelRunnerOutput`` (one deterministic token per request whose prefill is complete).
+``ModelRunnerOutput`` (one deterministic token per request whose prefill is complete, from the
+flow's token source: ``lamps.replay.tokens``, ``lamps.replay.traced_tokens``). Conversations
+arrive from a flow (``lamps.replay.flows``: arrivals known up front, traced conversations with
+their sub-agents, or closed-loop users), which also says when each turn starts; each turn's
+requests are built by ``lamps.replay.turn_requests``, and every turn is recorded
+(``records.TurnRecord``: sent, first token, prefill computed, cached and loaded tokens).
 
 A policy replays API calls in one of two modes (``ReplayPolicy.api_mode``):
 - ``session``: streaming-input sessions. A turn ends at its ``max_tokens``, vLLM parks the
   session in ``WAITING_FOR_STREAMING_REQ``, and after the call the next input chunk (the
   returned tokens) is added with ``Scheduler.add_request`` under the same request id, which is
-  how ``EngineCore`` resumes a session.
+  how ``EngineCore`` resumes a session. A next input that does not extend the session's
+  context (a traced conversation's compaction) ends that session; the conversation goes on in
+  a new one.
 - ``stateless``: every turn is a new request carrying the whole conversation (as an
   OpenAI-compatible agent resends it), tagged with the session's ``session_id``; only the
   prefix cache links the turns.
@@ -33,59 +40,33 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.metrics.stats import PrefillStats
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, KVConnectorOutput, ModelRunnerOutput
-from vllm.v1.request import Request
 
 from lamps.harness import (
     attention_spec,
     block_hasher,
     build_scheduler,
     build_vllm_config,
-    make_request,
     model_runner_output,
     plain_kv_cache_config,
     scheduler_model_dir,
     swap_connector_config,
 )
 from lamps.replay.engine_model import StepClock
+from lamps.replay.flows import ArrivalFlow, Event, Start, flow_for
 from lamps.replay.policies import ReplayPolicy
 from lamps.replay.profiles import GIB, EngineSettings, GpuProfile
-from lamps.replay.records import KvUsageSeries, RequestRecord, RunResult
+from lamps.replay.records import KvUsageSeries, RequestRecord, RunResult, TurnRecord
+from lamps.replay.tokens import VOCAB_SIZE, SeededHasher, model_len_for
+from lamps.replay.turn_requests import TurnRequests
 from lamps.vllm.swap import LampsSwapMetadata
 from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
 from lamps.workloads import Arrival
 
 _ARRIVE, _RESUME = 0, 1
-
-VOCAB_SIZE = 50400
-"""GPT-J's vocabulary; token ids only feed the prefix-cache hashes."""
-
-
-def model_len_for(context_tokens: int, block_size: int, minimum: int = 2048) -> int:
-    """A max_model_len that fits ``context_tokens`` plus the sampled token, block-aligned."""
-    need = context_tokens + 1
-    return max(minimum, -(-need // block_size) * block_size)
-
-
-def tokens_for(index: int, start: int, stop: int) -> list[int]:
-    """``[token_at(index, p) for p in range(start, stop)]``, vectorized."""
-    out = ((np.arange(start, stop, dtype=np.int64) * 7919 + index * 104729) % VOCAB_SIZE).tolist()
-    for p in (0, 1):
-        if start <= p < stop:
-            out[p - start] = token_at(index, p)
-    return out
-
-
-def token_at(index: int, position: int) -> int:
-    """Token id at ``position`` of arrival ``index``'s context (unique first block per arrival)."""
-    if position == 0:
-        return index % VOCAB_SIZE
-    if position == 1:
-        return (index // VOCAB_SIZE) % VOCAB_SIZE
-    return (position * 7919 + index * 104729) % VOCAB_SIZE
 
 
 class SimEngine:
@@ -95,7 +76,7 @@ class SimEngine:
         self,
         profile: GpuProfile,
         policy: ReplayPolicy,
-        arrivals: list[Arrival],
+        arrivals: list[Arrival] | ArrivalFlow,
         *,
         settings: EngineSettings | None = None,
         window_end: float | None = None,
@@ -103,19 +84,19 @@ class SimEngine:
         kv_bin_seconds: float = 5.0,
         on_finish: Callable[[RequestRecord], None] | None = None,
     ) -> None:
-        if not arrivals:
-            raise ValueError("arrivals: nothing to replay")
+        flow = arrivals if isinstance(arrivals, ArrivalFlow) else flow_for(arrivals)
         settings = settings or EngineSettings()
         self.profile = profile
         self.settings = settings
         self.policy = policy
         self.model = profile.engine_model(settings.hidden_fraction)
-        self.arrivals = arrivals
+        self.flow = flow
+        self.tokens = flow.tokens
         self.stop_at = stop_at
         self.window_end = window_end
         self.now = 0.0
         self.on_finish = on_finish
-        max_ctx = max(a.request.final_context_tokens for a in arrivals)
+        max_ctx = max(t.final_context_tokens for t in flow.templates())
         max_model_len = model_len_for(max_ctx, profile.block_size, profile.max_model_len)
         # The LAMPS swap connector moves paused sessions' KV to a host pool; the replay
         # simulates its worker side (transfer completions after their link time).
@@ -128,7 +109,7 @@ class SimEngine:
             scheduler_model_dir(max_model_len, VOCAB_SIZE),
             max_model_len=max_model_len,
             dtype="float16",
-            max_num_seqs=profile.max_num_seqs,
+            max_num_seqs=settings.max_num_seqs or profile.max_num_seqs,
             max_num_batched_tokens=settings.max_num_batched_tokens
             or profile.max_num_batched_tokens,
             num_blocks=profile.num_blocks(),
@@ -151,11 +132,17 @@ class SimEngine:
             self.vllm_config, kv_cache_config, scheduler_cls=policy.scheduler_cls
         )
         policy.attach(self.scheduler, self.clock)
+        self.settings = self._settings_ran(transfer is not None)
         cache_config = self.vllm_config.cache_config
-        self._hasher = block_hasher(cache_config.block_size, cache_config.prefix_caching_hash_algo)
+        self._hasher = SeededHasher(
+            block_hasher(cache_config.block_size, cache_config.prefix_caching_hash_algo)
+        )
         self._events: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
-        self._by_id: dict[str, RequestRecord] = {}
+        self._turns = TurnRequests(
+            self.scheduler, policy, flow, self._hasher, profile.block_size, self.clock
+        )
+        self._by_id = self._turns.by_id
         self._kv = KvUsageSeries(kv_bin_seconds)
         block_size = profile.block_size
         model = self.model
@@ -165,13 +152,28 @@ class SimEngine:
         self._kv_output: KVConnectorOutput | None = None
         self.stall_seconds = 0.0
         self.compute_seconds = 0.0
-        self.records = [RequestRecord(a) for a in arrivals]
-        for rec in self.records:
-            self._push(rec.arrival.time, _ARRIVE, rec)
+        self.records: list[RequestRecord] = []
+        self.unfinished = 0
+        for a in flow.initial():
+            self._add(a)
 
     def clock(self) -> float:
         """Virtual time in seconds."""
         return self.now
+
+    def _settings_ran(self, host_pool: bool) -> dict[str, Any]:
+        """The engine settings this policy's scheduler actually runs with, read back from it,
+        so that a results row shows what its policy ran (equal terms can be checked)."""
+        config = self.vllm_config
+        return {
+            "token_budget": int(self.scheduler.max_num_scheduled_tokens),
+            "max_num_seqs": int(config.scheduler_config.max_num_seqs),
+            "prefix_caching": bool(config.cache_config.enable_prefix_caching),
+            "kv_capacity_tokens": self.profile.num_blocks() * self.profile.block_size,
+            "block_size": self.profile.block_size,
+            "host_swap_gib": self.profile.host_memory_bytes / GIB if host_pool else 0.0,
+            "hidden_fraction": self.settings.hidden_fraction,
+        }
 
     @property
     def swapped_bytes(self) -> float:
@@ -179,87 +181,39 @@ class SimEngine:
         blocks = sum(self._swap_worker.blocks_started.values())
         return blocks * self.profile.block_size * self.model.kv_bytes_per_token
 
+    @property
+    def swapped_in_tokens(self) -> int:
+        """Tokens of KV the swap worker copied back from the host."""
+        return self._swap_worker.blocks_started["in"] * self.profile.block_size
+
     # -- requests -------------------------------------------------------------------------
 
     def _push(self, t: float, kind: int, payload: Any) -> None:
         heapq.heappush(self._events, (t, next(self._seq), kind, payload))
 
-    def _make_request(
-        self,
-        rec: RequestRecord,
-        request_id: str,
-        start: int,
-        stop: int,
-        *,
-        resumable: bool,
-        arrival_time: float,
-    ) -> Request:
-        index = rec.arrival.index
-        seg = rec.arrival.request.segments[rec.segment]
-        hints = self.policy.hints(rec.arrival, rec.segment)
-        req = make_request(
-            request_id,
-            tokens_for(index, start, stop),
-            max_tokens=seg.output_tokens,
-            extra_args={"lamps": hints} if hints is not None else None,
-            resumable=resumable,
-            arrival_time=arrival_time,
-            hasher=self._hasher,
-        )
-        req.session_id = rec.arrival.request_id
-        return req
+    def _add(self, arrival: Arrival) -> None:
+        rec = RequestRecord(arrival)
+        self.records.append(rec)
+        self.unfinished += 1
+        self._push(arrival.time, _ARRIVE, rec)
+
+    def _apply(self, events: list[Event]) -> None:
+        for e in events:
+            if isinstance(e, Start):
+                self._add(e.arrival)
+            else:
+                self._push(e.time, _RESUME, e)
 
     def _start_segment(self, rec: RequestRecord) -> None:
-        tmpl = rec.arrival.request
-        k = rec.segment
-        ctx = tmpl.context_before(k)
-        last = k == len(tmpl.segments) - 1
-        rec.segment_tokens = 0
-        if self.policy.api_mode == "stateless":
-            # Each turn is a new request carrying the whole conversation.
-            req_id = f"{rec.arrival.request_id}.{k}"
-            arrival_time = rec.arrival.time if k == 0 else self.now
-            req = self._make_request(
-                rec, req_id, 0, ctx, resumable=False, arrival_time=arrival_time
-            )
-            rec.vllm_request = req
-            self._by_id[req_id] = rec
-            self.scheduler.add_request(req)
-            return
-        req_id = rec.arrival.request_id
-        if k == 0:
-            req = self._make_request(
-                rec, req_id, 0, ctx, resumable=not last, arrival_time=rec.arrival.time
-            )
-            rec.vllm_request = req
-            self._by_id[req_id] = rec
-            self.scheduler.add_request(req)
-            return
-        # The session kept its context minus the last sampled token (never computed); the next
-        # chunk carries that token plus the API's returned tokens.
-        returned = tmpl.segments[k - 1].return_tokens
-        update = self._make_request(
-            rec,
-            req_id,
-            ctx - returned - 1,
-            ctx,
-            resumable=True,
-            arrival_time=self.policy.resume_arrival_time(rec.arrival, self.now),
-        )
-        self.scheduler.add_request(update)
-        if last:
-            # EngineCore closes a session with a non-resumable request under the same id.
-            closing = make_request(
-                req_id, [0], max_tokens=1, arrival_time=self.now, hasher=self._hasher
-            )
-            self.scheduler.add_request(closing)
+        self._turns.start(rec)
 
     def _deliver_events(self) -> None:
         while self._events and self._events[0][0] <= self.now:
-            _, _, kind, payload = heapq.heappop(self._events)
-            if kind == _RESUME:
-                payload.segment += 1
-            self._start_segment(payload)
+            t, _, kind, payload = heapq.heappop(self._events)
+            rec, k = (payload, 0) if kind == _ARRIVE else (payload.record, payload.segment)
+            rec.segment = k
+            rec.turns.append(TurnRecord(k, t, self.tokens.input_tokens(rec, k)))
+            self._start_segment(rec)
 
     def _start_transfers(self, out: SchedulerOutput) -> None:
         """Steps the simulated swap worker: starts the step's copies, collects what has ended."""
@@ -289,6 +243,7 @@ class SimEngine:
                 f"{rec.arrival.request_id} segment {rec.segment}: produced {rec.segment_tokens} "
                 f"tokens, the trace says {seg.output_tokens}"
             )
+        rec.turns[-1].finish = self.now
         req = rec.vllm_request
         stateless = self.policy.api_mode == "stateless"
         if stateless and req is not None:
@@ -298,12 +253,14 @@ class SimEngine:
                 rec.preemptions += req.num_preemptions
             rec.finish_time = self.now
             rec.vllm_request = None
+            self.unfinished -= 1
             if self.on_finish is not None:
                 self.on_finish(rec)
+            self._apply(self.flow.finished(rec, self.now))
             return
         rec.api_seconds += seg.api_seconds
         rec.api_calls.append((self.now, self.now + seg.api_seconds))
-        self._push(self.now + seg.api_seconds, _RESUME, rec)
+        self._apply(self.flow.segment_done(rec, self.now))
 
     # -- main loop ------------------------------------------------------------------------
 
@@ -322,8 +279,11 @@ class SimEngine:
             clock.add(computed - k, k)
             rec = by_id[req_id]
             rec.scheduled_tokens += k
+            turn = rec.turns[-1]
+            if turn.first_token is None:
+                turn.computed += k
             if computed >= req.num_tokens:
-                sampled[req_id] = token_at(rec.arrival.index, req.num_tokens)
+                sampled[req_id] = self.tokens.sampled(rec, req.num_tokens)
         compute = clock.compute_seconds()
         stall = 0.0
         busy_until = self._swap_worker.busy_until()
@@ -336,7 +296,7 @@ class SimEngine:
             by_id[req_id].service_seconds += dt
         return dt
 
-    def _idle(self, out: SchedulerOutput, remaining: int) -> bool:
+    def _idle(self, out: SchedulerOutput) -> bool:
         """Nothing scheduled: report transfers or jump to the next event. False: stop."""
         sched = self.scheduler
         kv_output = self._connector_output()
@@ -351,7 +311,7 @@ class SimEngine:
         if not upcoming:
             raise RuntimeError(
                 f"replay stalled at t={self.now:.3f}s under {self.policy.name}: "
-                f"{remaining} requests unfinished, none schedulable, no pending events"
+                f"{self.unfinished} requests unfinished, none schedulable, no pending events"
             )
         nxt = min(upcoming)
         if self.stop_at is not None and nxt >= self.stop_at:
@@ -369,11 +329,10 @@ class SimEngine:
         """Replays every arrival to completion (or to ``stop_at``) and returns the records."""
         wall = time.perf_counter()
         sched = self.scheduler
-        remaining = len(self.records)
         iterations = 0
         stop_at = self.stop_at if self.stop_at is not None else float("inf")
         window_end = self.window_end if self.window_end is not None else float("inf")
-        while remaining and self.now < stop_at:
+        while self.unfinished and self.now < stop_at:
             if self.now >= window_end:
                 self._snapshot()
                 window_end = float("inf")
@@ -381,7 +340,7 @@ class SimEngine:
             out = sched.schedule()
             self._start_transfers(out)
             if out.total_num_scheduled_tokens == 0:
-                if not self._idle(out, remaining):
+                if not self._idle(out):
                     break
                 continue
             iterations += 1
@@ -392,16 +351,18 @@ class SimEngine:
             for eco in engine_outputs.values():
                 for o in eco.outputs:
                     rec = self._by_id[o.request_id]
+                    if o.prefill_stats is not None:
+                        _note_prefill(rec.turns[-1], o.prefill_stats)
                     if o.new_token_ids:
                         k = len(o.new_token_ids)
                         rec.output_tokens += k
                         rec.segment_tokens += k
                         if rec.first_token_time is None:
                             rec.first_token_time = self.now
+                        if rec.turns[-1].first_token is None:
+                            rec.turns[-1].first_token = self.now
                     if o.finish_reason is not None:
                         self._segment_done(rec)
-                        if rec.finished:
-                            remaining -= 1
             self.policy.after_iteration(self.now)
             self._kv.add(self.now, sched.kv_cache_manager.usage)
         if window_end != float("inf"):
@@ -414,9 +375,16 @@ class SimEngine:
             virtual_seconds=self.now,
             wall_seconds=time.perf_counter() - wall,
             policy_stats={**self.policy.stats(), "swapped_bytes": self.swapped_bytes},
-            stopped_at=self.now if remaining else None,
+            stopped_at=self.now if self.unfinished else None,
             engine_stats={
                 "compute_seconds": self.compute_seconds,
                 "swap_stall_seconds": self.stall_seconds,
             },
+            settings=self.settings,
         )
+
+
+def _note_prefill(turn: TurnRecord, stats: PrefillStats) -> None:
+    """vLLM's own count of a new request's prompt tokens found cached (GPU) or loaded."""
+    turn.cached = stats.num_local_cached_tokens
+    turn.loaded = stats.num_external_cached_tokens

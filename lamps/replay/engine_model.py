@@ -9,9 +9,16 @@ One step that schedules ``n`` tokens takes (milliseconds)::
                                               the weights, or the tokens' matrix products)
   + sum over decodes of  ctx * kv_bytes / (hbm * eta_kv)       attention reads each context
   + sum over prefill chunks of  k_pf * layers * q_dim/4096 * chunk * (ctx + chunk/2)
+  + comm + comm_per_token * n                 tensor parallel: the all-reduces of a step
   + swap stall                                copies beyond what the step hides
 
 ``ctx`` is the context a request attends to (tokens computed before the step plus its own).
+The prefill term counts (query, key) pairs, causal within a chunk, so a chunked 100k-token
+prefill costs the full ~n^2/2 pairs; it scales with the query width ``q_dim`` (query heads x
+head size), not with the KV heads: under grouped-query attention every query head still
+multiplies against the shared K and V, so a GQA model's attention FLOPs are its query
+width's. Reading the cached prefix's KV during a chunk is left out (for an 8,192-token chunk
+over 100k cached tokens it is a few ms against seconds of attention compute).
 The coefficients and their sources are in ``lamps.replay.profiles`` and the README
 ("Calibration"). Swap copies share one host link per direction: the copies a step starts
 run back to back on their link, a fraction ``hidden_fraction`` of the step's compute time
@@ -44,6 +51,8 @@ class EngineModel:
     q_dim: int
     link_bytes_per_second: float
     hidden_fraction: float = 1.0
+    comm_ms: float = 0.0
+    comm_ms_per_token: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -56,7 +65,14 @@ class EngineModel:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"engine model: {name} must be finite and > 0, got {value!r}")
-        for name in ("b_ms", "weights_ms", "overhead_ms", "prefill_ms_per_token_pair"):
+        for name in (
+            "b_ms",
+            "weights_ms",
+            "overhead_ms",
+            "prefill_ms_per_token_pair",
+            "comm_ms",
+            "comm_ms_per_token",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"engine model: {name} must be finite and >= 0, got {value!r}")
@@ -85,6 +101,8 @@ class EngineModel:
             + max(self.weights_ms, self.b_ms + self.a_ms_per_token * tokens)
             + self.kv_read_ms_per_token * decode_context
             + self.prefill_ms_per_pair * prefill_pairs
+            + self.comm_ms
+            + self.comm_ms_per_token * tokens
         )
 
     def swap_seconds(self, num_tokens: float) -> float:

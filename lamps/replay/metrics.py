@@ -2,7 +2,8 @@
 
 Run to completion: every arrival of the run, latency until it finished (a run stopped at its
 drain limit counts the unfinished ones as ``unfinished``, their latencies up to the stop).
-Steady window (as the papers' driver measures): arrivals in ``[warmup, cutoff)`` seen at the
+Window (as the papers' driver reports): every request that finished by the window's end,
+with the finished count. Steady window: arrivals in ``[warmup, cutoff)`` seen at the
 window's end ``window_end``: what finished by then, how many did not, P99 TTFT with a request
 that had no first token by then counted as infinitely late, and the driver's normalized
 latency ``(e2e - API time) / output tokens`` over every request that had produced a token
@@ -71,6 +72,29 @@ def _pct(values: np.ndarray, q: float) -> float:
 def recomputed_tokens(rec: RequestRecord) -> int:
     """Tokens computed more than once: every context token but the last needs one pass."""
     return max(0, rec.scheduled_tokens - (rec.arrival.request.final_context_tokens - 1))
+
+
+def window_metrics(records: Sequence[RequestRecord], end: float) -> dict[str, Any]:
+    """The papers' driver's view (keys prefixed ``window_``): the run stops at the window's
+    ``end`` and every mean covers what finished by then, whenever it arrived; the finished
+    count says how much of the load that is."""
+    done = [r for r in records if r.finish_time is not None and r.finish_time <= end]
+    e2e = np.array([r.finish_time - r.arrival.time for r in done])  # type: ignore[operator]
+    ttft = np.array([r.first_token_time - r.arrival.time for r in done])  # type: ignore[operator]
+    arrived = sum(1 for r in records if r.arrival.time < end)
+    return {
+        "window_arrived": arrived,
+        "window_finished": len(done),
+        "window_e2e_mean": float(e2e.mean()) if e2e.size else math.nan,
+        "window_e2e_p99": _pct(e2e, 99),
+        "window_ttft_mean": float(ttft.mean()) if ttft.size else math.nan,
+        "window_ttft_p99": _pct(ttft, 99),
+        "window_normalized_latency_mean": float(
+            np.mean((e2e - [r.api_seconds for r in done]) / [max(r.output_tokens, 1) for r in done])
+        )
+        if done
+        else math.nan,
+    }
 
 
 def steady_metrics(records: Sequence[RequestRecord], window: SteadyWindow) -> dict[str, Any]:
@@ -178,9 +202,11 @@ def summarize(
         "policy_stats": stats,
         "engine_stats": dict(result.engine_stats),
         "kv_bytes_per_token": kv_bytes_per_token,
+        **result.settings,
     }
     if window is not None:
         row.update(steady_metrics(recs, window))
+        row.update(window_metrics(recs, window.end))
     if extra:
         row.update(extra)
     return row

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from lamps.replay.report import load_axis
 from lamps.replay.stats import aggregate
 
 PANELS = (
@@ -19,6 +20,12 @@ PANELS = (
     ("steady_e2e_mean", "mean end-to-end latency, steady window (s)"),
     ("steady_normalized_latency_mean", "normalized latency (s/token)"),
     ("e2e_mean", "mean end-to-end latency, run to completion (s)"),
+)
+USERS_PANELS = (
+    ("ttft_p95", "p95 TTFT per turn, window (s)"),
+    ("ttft_mean", "mean TTFT per turn, window (s)"),
+    ("turn_latency_mean", "mean turn latency, window (s)"),
+    ("prefill_tokens_per_turn", "prefill tokens computed per turn"),
 )
 
 
@@ -31,24 +38,27 @@ def plot_latency(
 ) -> Path:
     """Each panel: a metric against the rate, one line per policy, 95% intervals as bands.
 
-    An infinite value (P99 TTFT with > 1% of requests never served) is drawn at the top."""
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.4 * len(PANELS), 3.9))
-    aggs = aggregate(rows, [k for k, _ in PANELS])
+    An infinite value (P99 TTFT with > 1% of requests never served) is drawn at the top.
+    Closed-loop rows (``users``) are drawn against the number of users, per-turn metrics."""
+    axis = load_axis(rows)
+    panels = USERS_PANELS if axis.key == "users" else PANELS
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.9))
+    aggs = aggregate(rows, [k for k, _ in panels], by=("policy", axis.key))
     policies = sorted({a["policy"] for a in aggs})
-    for ax, (key, label) in zip(axes, PANELS, strict=True):
+    for ax, (key, label) in zip(axes, panels, strict=True):
         finite = [a[key].mean for a in aggs if math.isfinite(a[key].mean)]
         cap = max(finite) * 3 if finite else 1.0
         for policy in policies:
-            group = sorted((a for a in aggs if a["policy"] == policy), key=lambda a: a["qps"])
-            x = [a["qps"] for a in group]
+            group = sorted((a for a in aggs if a["policy"] == policy), key=lambda a: a[axis.key])
+            x = [a[axis.key] for a in group]
             y = [_finite(a[key].mean, cap) for a in group]
             lo = [max(_finite(a[key].low, cap), 1e-6) for a in group]
             hi = [_finite(a[key].high, cap) for a in group]
             (line,) = ax.plot(x, y, marker="o", ms=3, label=policy)
             ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
-        if slo is not None and key == "steady_ttft_p99":
+        if slo is not None and key == axis.knee_metric:
             ax.axhline(slo, color="k", ls="--", lw=1, label=f"SLO {slo:g} s")
-        ax.set_xlabel("arrival rate (requests/s)")
+        ax.set_xlabel("users" if axis.key == "users" else "arrival rate (requests/s)")
         ax.set_ylabel(label, fontsize=8)
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
@@ -62,18 +72,20 @@ def plot_latency(
 
 
 def plot_kv_usage(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """KV-cache usage over virtual time (first seed), one panel per rate, a line per policy."""
+    """KV-cache usage over virtual time (first seed), one panel per load, a line per policy."""
+    key = load_axis(rows).key
     rows = [r for r in rows if "kv_usage" in r]  # skipped rates and later seeds have none
-    rates = sorted({r["qps"] for r in rows})
+    rates = sorted({r[key] for r in rows})
     seed = min((r.get("seed", 0) for r in rows), default=0)
     fig, axes = plt.subplots(
         1, max(len(rates), 1), figsize=(4.2 * max(len(rates), 1), 3.4), squeeze=False
     )
     for ax, qps in zip(axes[0], rates, strict=True):
-        for row in (r for r in rows if r["qps"] == qps and r.get("seed", 0) == seed):
+        for row in (r for r in rows if r[key] == qps and r.get("seed", 0) == seed):
             series = row["kv_usage"]
             ax.plot([p[0] for p in series], [p[1] for p in series], label=row["policy"], lw=1)
-        ax.set_title(f"{qps:g} requests/s, seed {seed}", fontsize=9)
+        unit = "users" if key == "users" else "requests/s"
+        ax.set_title(f"{qps:g} {unit}, seed {seed}", fontsize=9)
         ax.set_xlabel("virtual time (s)")
         ax.set_ylabel("KV cache usage")
         ax.set_ylim(0, 1.02)

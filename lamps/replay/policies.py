@@ -150,11 +150,13 @@ class LampsPolicy(ReplayPolicy):
         ranking: bool = True,
         seed: int = 0,
         switches: Mapping[str, Any] | None = None,
+        oracle: bool = False,
     ) -> None:
         super().__init__()
         if not (noise >= 0 and np.isfinite(noise)):
             raise ValueError(f"noise must be finite and >= 0, got {noise}")
         self.name = name
+        self.oracle = oracle
         self.noise = noise
         self.noisy = noise > 0
         self.ranking = ranking
@@ -193,12 +195,17 @@ class LampsPolicy(ReplayPolicy):
         seg = arrival.request.segments[segment]
         out = max(1, round(self._noisy(seg.output_tokens, arrival, segment, 0)))
         api = self._noisy(seg.api_seconds, arrival, segment, 1) if seg.has_api else 0.0
-        return {
+        hints = {
             "tool": arrival.request.kind,
             "predicted_output_tokens": out,
             "predicted_api_seconds": api,
             "api_return_tokens": seg.return_tokens if seg.has_api else 0,
         }
+        if self.oracle:
+            # Knows the rest of the request too; the others learn it from finished requests.
+            later = arrival.request.segments[segment + 1 :]
+            hints["remaining_calls"] = sum(1 for s in later if s.has_api)
+        return hints
 
     def stats(self) -> dict[str, Any]:
         return dict(self.scheduler.lamps_stats.as_dict())  # type: ignore[union-attr]
@@ -369,8 +376,8 @@ register(
 )
 register(
     "lamps-oracle",
-    lambda c: LampsPolicy("lamps-oracle", c.cost_config, seed=c.seed),
-    "LAMPS with exact predictions",
+    lambda c: LampsPolicy("lamps-oracle", c.cost_config, seed=c.seed, oracle=True),
+    "LAMPS with exact predictions (each turn, its call, and how many calls follow)",
 )
 register(
     "lamps-no-rank",

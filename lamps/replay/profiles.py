@@ -16,7 +16,20 @@ Sources of the engine coefficients (README, "Calibration"):
   of peak, linear layers cost 0.0645 ms/token on an A100 (Llama-2-7B, 256-2,048 tokens,
   0.269x that on an H100), prefill attention 2.37e-7 ms per (query, key) pair per layer at a
   4,096-wide query (69 effective TFLOPs);
-- the per-step CPU overhead (2 ms): InferCept's GPT-J fit (c = 10 ms) less the weights' read.
+- the per-step CPU overhead (2 ms): InferCept's GPT-J fit (c = 10 ms) less the weights' read;
+- tensor parallelism (``llama31-70b-8xh100``): the GPUs are modelled as one of 8x the bandwidth,
+  compute, host links and memory, which is exact for a perfectly split model (every layer's
+  heads and weights divided by 8; Llama-3.1-70B's 8 KV heads give each GPU one), plus the
+  all-reduces a split model needs: two per layer (after attention and after the MLP) of
+  ``tokens x hidden x 2`` bytes, each costing 0.0347 ms + 4.78e-9 ms/byte, a least-squares fit
+  of vidur's NCCL measurements on 8 H100s of a DGX (``data/profiling/network/h100_dgx/
+  all_reduce.csv``, 2 KB-64 MB, median times, within 10% above 10 MB) without vidur's 0.02 ms CPU
+  launch overhead (vLLM replays decode steps as CUDA graphs). vLLM's custom all-reduce is faster
+  than NCCL for small messages, so this prices a decode step's communication on the high side.
+
+Prefill attention on the H100 is vidur's A100 coefficient scaled by peak FLOPs (the same
+efficiency, 22% of peak); FlashAttention-3 reaches more at long lengths, so a 100k-token
+prefill (about 12 s of attention for Llama-3.1-8B) is priced on the high side too.
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ class Hardware:
     kv_read_efficiency: float
     prefill_ms_per_token_pair: float  # per layer, at a 4,096-wide query
     linear_scale: float  # per-token linear-layer time relative to an A100
+    allreduce_ms: float = 0.0  # tensor parallel: one all-reduce's fixed cost
+    allreduce_ms_per_byte: float = 0.0  # and its cost per byte reduced
 
 
 VIDUR_KV_READ_EFFICIENCY = 1652e9 / 2039e9
@@ -60,6 +75,22 @@ H100_80GB = Hardware(
     0.269,
 )
 
+H100_DGX_ALLREDUCE_MS = 0.0347
+H100_DGX_ALLREDUCE_MS_PER_BYTE = 4.78e-9
+"""vidur's NCCL all-reduce on 8 H100s (h100_dgx/all_reduce.csv), least squares over 2 KB-64 MB."""
+
+EIGHT_H100_80GB = Hardware(
+    "8xH100-SXM-80GB (tensor parallel)",
+    8 * 3350e9,
+    8 * 50e9,  # each GPU's own PCIe 5.0 x16 link to the host
+    0.72,
+    VIDUR_KV_READ_EFFICIENCY,
+    H100_80GB.prefill_ms_per_token_pair / 8,
+    H100_80GB.linear_scale / 8,
+    allreduce_ms=H100_DGX_ALLREDUCE_MS,
+    allreduce_ms_per_byte=H100_DGX_ALLREDUCE_MS_PER_BYTE,
+)
+
 VIDUR_A_MS_PER_TOKEN_7B = 0.0645
 """Linear layers of Llama-2-7B (6.74e9 parameters) per token on an A100, vidur's profile."""
 
@@ -71,22 +102,27 @@ class EngineSettings:
     name: str = "vllm-0.32"
     enable_prefix_caching: bool = True
     max_num_batched_tokens: int | None = None  # None: the profile's (vLLM's default there)
+    max_num_seqs: int | None = None  # None: the profile's
     hidden_fraction: float = 1.0
 
     def describe(self) -> str:
         """One line for the results and the README."""
         return (
             f"{self.name}: prefix caching {'on' if self.enable_prefix_caching else 'off'}, "
-            f"token budget {self.max_num_batched_tokens or 'default'}, swap hidden fraction "
-            f"{self.hidden_fraction:g}"
+            f"token budget {self.max_num_batched_tokens or 'default'}, max sequences "
+            f"{self.max_num_seqs or 'default'}, swap hidden fraction {self.hidden_fraction:g}"
         )
 
 
 ENGINE_SETTINGS = {
     "vllm-0.32": EngineSettings(),
-    # The 2024 vLLM fork InferCept and LAMPS ran: no automatic prefix caching (added to vLLM
-    # in 0.4), the 2,048-token budget of its SchedulerConfig default.
-    "paper": EngineSettings("paper", enable_prefix_caching=False, max_num_batched_tokens=2048),
+    # The 2024 vLLM fork InferCept and LAMPS ran, for every policy alike: no automatic prefix
+    # caching (added to vLLM in 0.4), 384 tokens per step (`mlimit`, InferCept's
+    # scheduler_v2.py 741-745 and the authors' 921-924, the budget of every iteration there)
+    # and that vLLM's default of 256 sequences (vLLM 0.32 requires budget >= sequences).
+    "paper": EngineSettings(
+        "paper", enable_prefix_caching=False, max_num_batched_tokens=384, max_num_seqs=256
+    ),
 }
 
 
@@ -156,6 +192,9 @@ class GpuProfile:
             q_dim=self.q_dim,
             link_bytes_per_second=hw.link_bytes_per_second,
             hidden_fraction=hidden_fraction,
+            # Two all-reduces per layer of tokens x hidden fp16 values (Llama: hidden = q_dim).
+            comm_ms=2 * self.num_layers * hw.allreduce_ms,
+            comm_ms_per_token=2 * self.num_layers * 2 * self.q_dim * hw.allreduce_ms_per_byte,
         )
 
     def num_blocks(self) -> int:
@@ -172,15 +211,21 @@ class GpuProfile:
         return self.num_blocks() * self.block_size
 
 
-# Llama-3.1-8B: 32 layers, 8 KV heads of 128 (GQA) -> 131,072 KV bytes per token; 8.03e9
-# parameters (16.06 GB fp16). Its scheduler cost model (no published fit exists) takes the
-# engine's: a = the linear layers' per-token slope, c = CPU overhead + reading the weights.
-_LLAMA31_8B_COST = {
-    "a_ms_per_token": 0.0207,
-    "c_ms": 8.66,
-    "kv_bytes_per_token": 131_072.0,
-    "link_bytes_per_second": 50e9,
-    "saturation_tokens": 384,
+# Llama-3.1-70B on 8 H100s (tensor parallel): 80 layers, 8 KV heads of 128 -> 327,680 KV bytes
+# per token (40,960 on each GPU); 70.55e9 parameters (141.1 GB fp16, 17.6 GB per GPU). Its
+# scheduler cost model takes the engine's, as the 8B's does: a = linear layers 0.0645 x 0.269/8
+# x 70.55/6.74 = 0.0227 plus the all-reduces 2 x 80 x 16,384 B x 4.78e-9 = 0.0125 ms per token;
+# c = 2 ms overhead + 7.31 ms reading the weights + 2 x 80 x 0.0347 = 5.55 ms of all-reduces;
+# attention as the engine prices it on the eight GPUs.
+_LLAMA31_70B_COST = {
+    "a_ms_per_token": 0.0352,
+    "c_ms": 14.86,
+    "kv_bytes_per_token": 327_680.0,
+    "link_bytes_per_second": EIGHT_H100_80GB.link_bytes_per_second,
+    "prefill_ms_per_token_pair": EIGHT_H100_80GB.prefill_ms_per_token_pair * 80 * 8192 / 4096,
+    "kv_read_ms_per_token": 1e3
+    * 327_680
+    / (EIGHT_H100_80GB.hbm_bytes_per_second * EIGHT_H100_80GB.kv_read_efficiency),
 }
 
 # GPT-J-6B: 6.05e9 fp16 parameters; 28 layers x 4096 hidden -> 2*28*4096*2 = 458,752 KV bytes
@@ -217,9 +262,11 @@ PROFILES: dict[str, GpuProfile] = {
     ),
     # Llama-3.1-8B on one H100 SXM 80 GB at vLLM's default gpu_memory_utilization 0.9, for the
     # agent trace's long contexts (max_model_len 131,072; the trace stays below 64k).
+    # Its scheduler cost model (no published fit exists) takes the engine's: a = the linear
+    # layers' per-token slope, c = CPU overhead + reading the weights (lamps.CostModel profile).
     "llama31-8b-h100": GpuProfile(
         "llama31-8b-h100",
-        _LLAMA31_8B_COST,
+        "llama31-8b-h100",
         int(0.9 * 80 * GIB),
         16_060_000_000,
         32,
@@ -231,6 +278,41 @@ PROFILES: dict[str, GpuProfile] = {
         parameters=8.03e9,
         q_dim=4096,
         max_model_len=65536,
+    ),
+    # The same at a 128k context (max_model_len 131,072), for the coding-agent traces (inputs to
+    # 130k tokens): about 467k tokens of KV, 3.6 full-length conversations.
+    "llama31-8b-h100-128k": GpuProfile(
+        "llama31-8b-h100-128k",
+        "llama31-8b-h100",
+        int(0.9 * 80 * GIB),
+        16_060_000_000,
+        32,
+        8,
+        128,
+        host_memory_bytes=128 * GIB,
+        max_num_batched_tokens=8192,
+        hardware=H100_80GB,
+        parameters=8.03e9,
+        q_dim=4096,
+        max_model_len=131072,
+    ),
+    # Llama-3.1-70B on 8 H100 SXM 80 GB, tensor parallel 8, 128k context: 0.9 x 80 GiB per GPU
+    # less 17.6 GB of weights leaves about 1.45M tokens of KV in all; the host pool is 64 GiB per
+    # GPU. See the module docstring for what is modelled of the parallelism.
+    "llama31-70b-8xh100": GpuProfile(
+        "llama31-70b-8xh100",
+        _LLAMA31_70B_COST,
+        8 * int(0.9 * 80 * GIB),
+        141_100_000_000,
+        80,
+        8,
+        128,
+        host_memory_bytes=8 * 64 * GIB,
+        max_num_batched_tokens=8192,
+        hardware=EIGHT_H100_80GB,
+        parameters=70.55e9,
+        q_dim=8192,
+        max_model_len=131072,
     ),
 }
 

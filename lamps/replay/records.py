@@ -1,4 +1,4 @@
-"""What a replay records: one record per arrival, the run's result, the KV-usage series."""
+"""What a replay records: one record per arrival (and per turn), the run's result, KV usage."""
 
 from __future__ import annotations
 
@@ -8,6 +8,25 @@ from typing import Any
 from vllm.v1.request import Request
 
 from lamps.workloads import Arrival
+
+
+@dataclass
+class TurnRecord:
+    """One turn (segment) of an arrival: when it was sent, served, and how its input was got.
+
+    ``computed``: tokens the engine computed for the turn before its first token (its prefill,
+    recomputation included); ``cached``: input tokens found in the GPU prefix cache (vLLM's own
+    count where the request reports one, else those the turn's session already held);
+    ``loaded``: input tokens a KV connector loaded instead of recomputing them."""
+
+    segment: int
+    sent: float
+    input_tokens: int
+    first_token: float | None = None
+    finish: float | None = None
+    computed: int = 0
+    cached: int | None = None
+    loaded: int = 0
 
 
 @dataclass
@@ -27,6 +46,7 @@ class RequestRecord:
     vllm_request: Request | None = None
     api_calls: list[tuple[float, float]] = field(default_factory=list)
     tokens_at_window: int | None = None  # output tokens when the steady window ended
+    turns: list[TurnRecord] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -51,6 +71,7 @@ class RunResult:
     policy_stats: dict[str, Any] = field(default_factory=dict)
     stopped_at: float | None = None
     engine_stats: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # engine settings it ran with
 
 
 class KvUsageSeries:

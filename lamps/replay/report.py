@@ -1,14 +1,18 @@
-"""Tables of a replay: per (policy, rate) means with 95% intervals over seeds, and knees.
+"""Tables of a replay: per (policy, load) means with 95% intervals over seeds, and knees.
 
-The knee of a policy is its goodput: the highest swept rate whose P99 TTFT over the steady
-window stays within the SLO, at that rate and every lower one (``lamps.replay.stats.knee``).
-It is computed on each seed's sweep (mean and interval over seeds) and on the mean curve.
+The load axis is the Poisson rate (``qps``) or, for a closed-loop replay, the number of users
+(``users``; rows say which). The knee of a policy is its goodput: the highest swept rate whose
+P99 TTFT over the steady window stays within the SLO, at that rate and every lower one
+(``lamps.replay.stats.knee``); on the users axis, the most users whose per-turn p95 TTFT stays
+within it (``lamps.replay.turn_metrics``). It is computed on each seed's sweep (mean and
+interval over seeds) and on the mean curve.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lamps.replay.stats import Interval, aggregate, interval, knee
@@ -44,6 +48,40 @@ COLUMNS: tuple[tuple[str, str, str, float], ...] = (
 )
 METRIC_KEYS = tuple(c[0] for c in COLUMNS)
 
+USERS_COLUMNS: tuple[tuple[str, str, str, float], ...] = (
+    ("ttft_p95", "p95 TTFT s", "{:.3g}", 1.0),
+    ("ttft_mean", "TTFT s", "{:.3g}", 1.0),
+    ("ttft_p99", "P99 TTFT s", "{:.3g}", 1.0),
+    ("turn_latency_mean", "turn s", "{:.3g}", 1.0),
+    ("turn_latency_p95", "p95 turn s", "{:.3g}", 1.0),
+    ("conversation_latency_mean", "conversation s", "{:.3g}", 1.0),
+    ("prefill_tokens_per_turn", "prefill tok/turn", "{:.3g}", 1.0),
+    ("prefix_hit_rate", "hit rate", "{:.3f}", 1.0),
+    ("kv_loaded_tokens", "loaded tok", "{:.3g}", 1.0),
+    ("swap_gb", "swap GB", "{:.3g}", 1.0),
+)
+"""The table of a closed-loop (``--users``) replay: per-turn metrics over the window."""
+
+
+@dataclass(frozen=True)
+class LoadAxis:
+    """What a replay swept: its key in the rows, unit, knee metric and table columns."""
+
+    key: str
+    unit: str
+    knee_metric: str
+    knee_what: str
+    columns: tuple[tuple[str, str, str, float], ...]
+
+
+RATE_AXIS = LoadAxis("qps", "req/s", KNEE_METRIC, "P99 TTFT over the steady window", COLUMNS)
+USERS_AXIS = LoadAxis("users", "users", "ttft_p95", "per-turn p95 TTFT", USERS_COLUMNS)
+
+
+def load_axis(rows: Sequence[dict[str, Any]]) -> LoadAxis:
+    """The users axis if the rows are closed-loop runs, else the rate axis."""
+    return USERS_AXIS if any(r.get("users") is not None for r in rows) else RATE_AXIS
+
 
 def _cell(value: Interval, fmt: str, scale: float) -> str:
     if value.n == 0:
@@ -53,30 +91,40 @@ def _cell(value: Interval, fmt: str, scale: float) -> str:
 
 
 def aggregated(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (policy, qps): every table metric as an Interval over seeds."""
-    return aggregate(rows, METRIC_KEYS)
+    """Per (policy, load): every table metric as an Interval over seeds."""
+    axis = load_axis(rows)
+    return aggregate(rows, tuple(c[0] for c in axis.columns), by=("policy", axis.key))
 
 
-def format_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = METRIC_KEYS) -> str:
-    """Markdown table: one line per (rate, policy), mean ± 95% CI half-width over seeds."""
-    cols = [c for c in COLUMNS if c[0] in columns]
-    header = ["qps", "policy", "seeds", *(c[1] for c in cols)]
+def _columns(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
+) -> list[tuple[str, str, str, float]]:
+    axis = load_axis(rows)
+    return [c for c in axis.columns if columns is None or c[0] in columns]
+
+
+def format_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Markdown table: one line per (load, policy), mean ± 95% CI half-width over seeds."""
+    cols = _columns(rows, columns)
+    key = load_axis(rows).key
+    header = [key, "policy", "seeds", *(c[1] for c in cols)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for agg in sorted(aggregated(rows), key=lambda r: (r["qps"], r["policy"])):
-        cells = [f"{agg['qps']:g}", agg["policy"], str(len(agg["seeds"]))]
+    for agg in sorted(aggregated(rows), key=lambda r: (r[key], r["policy"])):
+        cells = [f"{agg[key]:g}", agg["policy"], str(len(agg["seeds"]))]
         cells += [_cell(agg[k], fmt, scale) for k, _, fmt, scale in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = METRIC_KEYS) -> str:
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """Plain-text version of ``format_markdown`` for a terminal."""
-    cols = [c for c in COLUMNS if c[0] in columns]
-    header = ["qps", "policy", "seeds", *(c[1] for c in cols)]
+    cols = _columns(rows, columns)
+    key = load_axis(rows).key
+    header = [key, "policy", "seeds", *(c[1] for c in cols)]
     body = []
-    for agg in sorted(aggregated(rows), key=lambda r: (r["qps"], r["policy"])):
+    for agg in sorted(aggregated(rows), key=lambda r: (r[key], r["policy"])):
         body.append(
-            [f"{agg['qps']:g}", agg["policy"], str(len(agg["seeds"]))]
+            [f"{agg[key]:g}", agg["policy"], str(len(agg["seeds"]))]
             + [_cell(agg[k], fmt, scale) for k, _, fmt, scale in cols]
         )
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
@@ -87,20 +135,26 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = METRIC
 
 
 def knees(
-    rows: Sequence[dict[str, Any]], slo: float = DEFAULT_SLO_TTFT_P99, metric: str = KNEE_METRIC
+    rows: Sequence[dict[str, Any]],
+    slo: float = DEFAULT_SLO_TTFT_P99,
+    metric: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per policy: the knee of the mean curve, and the knee per seed as an Interval.
+    """Per policy: the knee of the mean curve, and the knee per seed as an Interval
+    (``metric``: default, the load axis's knee metric).
 
-    A seed whose lowest rate already misses the SLO counts as knee 0."""
+    A seed whose lowest load already misses the SLO counts as knee 0."""
+    axis = load_axis(rows)
+    metric = metric or axis.knee_metric
     out: dict[str, dict[str, Any]] = {}
     policies = sorted({r["policy"] for r in rows})
     for p in policies:
         prow = [r for r in rows if r["policy"] == p]
         by_seed: dict[int, list[tuple[float, float]]] = {}
         for r in prow:
-            by_seed.setdefault(r.get("seed", 0), []).append((r["qps"], r[metric]))
+            by_seed.setdefault(r.get("seed", 0), []).append((r[axis.key], r[metric]))
         per_seed = [knee(points, slo) or 0.0 for points in by_seed.values()]
-        mean_curve = [(a["qps"], a[metric].mean) for a in aggregate(prow, [metric])]
+        by = ("policy", axis.key)
+        mean_curve = [(a[axis.key], a[metric].mean) for a in aggregate(prow, [metric], by=by)]
         rates = sorted(q for q, _ in mean_curve)
         k = knee(mean_curve, slo)
         out[p] = {
@@ -119,11 +173,12 @@ def format_knees(
 ) -> str:
     """Markdown: each policy's knee, and its ratio to the best baseline's knee."""
     ks = knees(rows, slo)
+    unit = load_axis(rows).unit
     base = [ks[b]["knee"] or 0.0 for b in baselines if b in ks]
     best = max(base) if base else math.nan
     best_name = next((b for b in baselines if b in ks and (ks[b]["knee"] or 0.0) == best), "-")
     lines = [
-        "| policy | knee (req/s, mean curve) | knee per seed (mean ± 95% CI) "
+        f"| policy | knee ({unit}, mean curve) | knee per seed (mean ± 95% CI) "
         f"| vs best baseline ({best_name}) |",
         "|---|---:|---:|---:|",
     ]

@@ -4,6 +4,11 @@ Each run replays arrivals over ``[0, duration)``, notes the steady window at ``d
 (``lamps.replay.metrics``) and goes on until every arrival has finished or the drain limit
 (``drain * duration``) is reached, so one run gives both the steady-window and the
 run-to-completion view (the state at ``duration`` does not depend on what happens after).
+
+With ``users`` instead of rates, each run is a closed loop of that many users replaying
+traced conversations (``lamps.replay.flows.UserLoop``, the same seeded trace order for every
+policy) for ``duration`` virtual seconds, measured per turn after the warm-up
+(``lamps.replay.turn_metrics``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lamps.replay.flows import ArrivalFlow, UserLoop, flow_for
 from lamps.replay.policies import make_policy, policy_names
 from lamps.replay.profiles import get_engine_settings, get_profile
 from lamps.workloads import Arrival, Workload, poisson_arrivals
@@ -27,7 +33,7 @@ class ReplayConfig:
     """What to replay: policies x rates x seeds over one workload."""
 
     policies: tuple[str, ...] = ("vllm", "infercept", "lamps")
-    qps: tuple[float, ...] = (5.0, 6.0)
+    qps: tuple[float, ...] = (4.0,)
     duration: float = 300.0
     profile: str = "gptj-6b-a100"
     engine: str = "vllm-0.32"
@@ -37,8 +43,10 @@ class ReplayConfig:
     seeds: tuple[int, ...] = ()
     warmup: float = 0.1
     cutoff: float = 0.8
-    drain: float = 2.0
+    drain: float = 3.0
     stop_past: float | None = None  # skip a policy's higher rates once its P99 TTFT passes this
+    users: tuple[int, ...] = ()  # closed-loop user counts, instead of rates (qps must be ())
+    warm_prefix: float = 0.5  # traced conversations: kv-cache-tester's --warm-prefix-pct
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -50,8 +58,13 @@ class ReplayConfig:
                 raise ValueError(f"policies: unknown policy {p!r}; known: {', '.join(known)}")
         if len(set(self.policies)) != len(self.policies):
             raise ValueError(f"policies: duplicates in {self.policies}")
-        if not self.qps:
-            raise ValueError("qps: at least one rate is needed")
+        if bool(self.qps) == bool(self.users):
+            raise ValueError("qps, users: give rates or user counts, exactly one of the two")
+        for u in self.users:
+            if isinstance(u, bool) or not isinstance(u, int) or u < 1:
+                raise ValueError(f"users: counts must be integers >= 1, got {u!r}")
+        if not 0 <= self.warm_prefix <= 1:
+            raise ValueError(f"warm_prefix: must be in [0, 1], got {self.warm_prefix}")
         for q in self.qps:
             if not (math.isfinite(q) and q > 0):
                 raise ValueError(f"qps: rates must be finite and > 0, got {q}")
@@ -69,6 +82,11 @@ class ReplayConfig:
         get_engine_settings(self.engine)
 
     @property
+    def loads(self) -> tuple[float, ...]:
+        """The load axis swept: the user counts, else the rates."""
+        return tuple(float(u) for u in self.users) if self.users else self.qps
+
+    @property
     def seed_list(self) -> tuple[int, ...]:
         """The seeds to run (``seeds``, else the single ``seed``)."""
         return self.seeds or (self.seed,)
@@ -77,6 +95,14 @@ class ReplayConfig:
 def arrivals_for(workload: Workload, config: ReplayConfig) -> dict[float, list[Arrival]]:
     """The arrivals of each rate for ``config.seed``; every policy replays the same list."""
     return {q: poisson_arrivals(workload, q, config.duration, config.seed) for q in config.qps}
+
+
+def flow_of(workload: Workload, config: ReplayConfig, load: float) -> ArrivalFlow:
+    """What one run replays: ``load`` users in a closed loop, or Poisson arrivals at a rate."""
+    if config.users:
+        return UserLoop(workload, int(load), config.seed, config.warm_prefix)
+    arrivals = poisson_arrivals(workload, load, config.duration, config.seed)
+    return flow_for(arrivals, config.warm_prefix)
 
 
 def quiet_vllm_logs() -> None:
@@ -106,10 +132,10 @@ def run_one(
     config: ReplayConfig,
     policy_name: str,
     qps: float,
-    arrivals: list[Arrival],
+    arrivals: list[Arrival] | ArrivalFlow,
     on_finish: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
-    """Replays one (policy, rate) for ``config.seed`` and returns its metrics row."""
+    """Replays one (policy, rate or users) for ``config.seed`` and returns its metrics row."""
     from lamps.replay.engine import SimEngine
     from lamps.replay.metrics import SteadyWindow, summarize
 
@@ -128,12 +154,13 @@ def run_one(
         arrivals,
         settings=settings,
         window_end=window.end,
-        stop_at=config.drain * config.duration,
+        # A closed loop never runs out of work: it stops at the window's end.
+        stop_at=config.duration if config.users else config.drain * config.duration,
         kv_bin_seconds=max(config.duration / 200, 1.0),
         on_finish=on_finish,
     )
     result = engine.run()
-    return summarize(
+    row = summarize(
         result,
         qps,
         kv_bytes_per_token=profile.kv_bytes_per_token,
@@ -150,18 +177,43 @@ def run_one(
             "engine": "sim",
         },
     )
+    if config.users:
+        row.update(users_row(engine, result, config, int(qps)))
+    return row
+
+
+def users_row(engine: Any, result: Any, config: ReplayConfig, users: int) -> dict[str, Any]:
+    """A closed-loop run's keys: ``users``, and the per-turn window metrics (their ``ttft_*``
+    replace the per-conversation ones)."""
+    from lamps.replay.turn_metrics import turn_metrics
+
+    flow = engine.flow
+    top = {a.index for a in getattr(flow, "started", flow.initial())}
+    metrics = turn_metrics(
+        result.records,
+        start=config.warmup * config.duration,
+        end=config.duration,
+        top_level=top,
+        swapped_bytes=float(result.policy_stats.get("swapped_bytes", 0.0)),
+    )
+    return {
+        "users": users,
+        "qps": None,
+        "warm_prefix_tokens": flow.tokens.warm_tokens,
+        "swap_in_tokens": engine.swapped_in_tokens,
+        **metrics,
+    }
 
 
 def _run_job(args: tuple[Workload, ReplayConfig, str, float]) -> dict[str, Any]:
-    workload, config, policy, qps = args
-    arrivals = poisson_arrivals(workload, qps, config.duration, config.seed)
-    return run_one(workload, config, policy, qps, arrivals)
+    workload, config, policy, load = args
+    return run_one(workload, config, policy, load, flow_of(workload, config, load))
 
 
 def jobs_of(config: ReplayConfig) -> list[tuple[ReplayConfig, str, tuple[float, ...]]]:
     """Every (single-seed config, policy, rates) chain of a replay; a chain runs its rates in
     ascending order (so it can stop once the policy is past saturation)."""
-    rates = tuple(sorted(config.qps))
+    rates = tuple(sorted(config.loads))
     return [
         (replace(config, seed=s, seeds=()), p, rates)
         for s in config.seed_list
@@ -171,6 +223,16 @@ def jobs_of(config: ReplayConfig) -> list[tuple[ReplayConfig, str, tuple[float, 
 
 def saturated_row(policy: str, qps: float, config: ReplayConfig, workload: str) -> dict[str, Any]:
     """The row of a rate not run because the policy was already past saturation below it."""
+    if config.users:
+        return {
+            "policy": policy,
+            "users": int(qps),
+            "qps": None,
+            "seed": config.seed,
+            "workload": workload,
+            "skipped": "past saturation at fewer users",
+            "ttft_p95": math.inf,
+        }
     return {
         "policy": policy,
         "qps": qps,
@@ -188,7 +250,8 @@ def _run_chain(args: tuple[Workload, ReplayConfig, str, tuple[float, ...]]) -> l
     for i, qps in enumerate(rates):
         row = _run_job((workload, config, policy, qps))
         rows.append(row)
-        if config.stop_past is not None and not row["steady_ttft_p99"] <= config.stop_past:
+        metric = "ttft_p95" if config.users else "steady_ttft_p99"
+        if config.stop_past is not None and not row[metric] <= config.stop_past:
             rows += [saturated_row(policy, q, config, workload.name) for q in rates[i + 1 :]]
             break
     return rows

@@ -1,8 +1,9 @@
 """Estimates of the live batch that LAMPS' costs depend on, from the steps it has seen.
 
-Iteration time (measured between steps, else the cost model's), tokens per iteration, the
-KV blocks allocated per second, the context the running requests hold, and the fraction of a
-discarded context the prefix cache should still hold when the call returns.
+The scheduler's token budget, iteration time (measured between steps, else the cost model's),
+the running requests' decode tokens and the context they hold, the KV blocks allocated per
+second, the fraction of a discarded context the prefix cache should still hold when the call
+returns, and the host link's backlog of swap copies.
 """
 
 from __future__ import annotations
@@ -51,14 +52,15 @@ def estimate_cached_tokens(
 class BatchEstimator:
     """Tracks the engine's steps and turns them into the `BatchState` costs are computed in."""
 
-    def __init__(self, cost: Any, block_size: int, prefix_caching: bool) -> None:
+    def __init__(self, cost: Any, block_size: int, prefix_caching: bool, token_budget: int) -> None:
         self._cost = cost
         self.block_size = block_size
         self.prefix_caching = prefix_caching
+        self.token_budget = token_budget
         self.tokens_per_iteration = 0.0
         self._seconds_per_iteration: float | None = None
         self._last_step_at: float | None = None
-        self.state = BatchState()
+        self.state = BatchState(token_budget=token_budget)
 
     def reset_clock(self) -> None:
         """Forget the last step time (the clock was replaced)."""
@@ -95,16 +97,38 @@ class BatchEstimator:
         )  # fmt: skip
 
     def refresh(
-        self, running: Sequence[Request], free_blocks: int, typical_api_seconds: float
+        self,
+        running: Sequence[Request],
+        free_blocks: int,
+        typical_api_seconds: float,
+        link_backlog_tokens: tuple[int, int] = (0, 0),
     ) -> BatchState:
-        """Rebuild the batch state from the running requests; returns it."""
+        """Rebuild the batch state from the running requests; returns it.
+
+        Only the running requests' decodes count as their per-iteration tokens: a prefill
+        chunk is transient, and counting it would leave a rebuild no spare budget whenever a
+        long prompt is being prefilled.
+        """
         n = len(running)
-        held = float(sum(r.num_computed_tokens for r in running)) if n else 0.0
+        held = 0
+        decodes = 0
+        for r in running:
+            computed = r.num_computed_tokens
+            held += computed
+            decodes += r.num_tokens - computed <= 1
         fraction = 0.0
         if self.prefix_caching and n:
-            mean_context = int(held / n)
+            mean_context = held // n
             if mean_context >= self.block_size:
                 cached = self.cached_tokens(mean_context, free_blocks, typical_api_seconds)
                 fraction = cached / mean_context
-        self.state = BatchState(self.tokens_per_iteration, held, fraction)
+        out_tokens, in_tokens = link_backlog_tokens
+        self.state = BatchState(
+            token_budget=self.token_budget,
+            running_tokens_per_iteration=float(decodes),
+            running_context_tokens=float(held),
+            prefix_cache_hit_fraction=fraction,
+            iteration_seconds=self._seconds_per_iteration or 0.0,
+            swap_queue_seconds=float(self._cost.swap_seconds(out_tokens + in_tokens)),
+        )
         return self.state

@@ -26,8 +26,10 @@ _COST_MODEL_KEYS = (
     "c_ms",
     "kv_bytes_per_token",
     "link_bytes_per_second",
-    "saturation_tokens",
+    "prefill_ms_per_token_pair",
+    "kv_read_ms_per_token",
 )
+_REQUIRED_COST_MODEL_KEYS = _COST_MODEL_KEYS[:4]
 
 
 CHOICES: dict[str, dict[str, str]] = {
@@ -44,6 +46,11 @@ CHOICES: dict[str, dict[str, str]] = {
         "authors": "the authors' code: only requests that already ran once count iterations "
         "waiting; at starvation_threshold they are promoted",
         "none": "never promote",
+    },
+    "score_horizon": {
+        "life": "the memory a request holds over its whole remaining life: its current turn, "
+        "its next call, and its predicted later calls and final answer (the paper's score)",
+        "next_call": "its current turn and the call after it only (one segment ahead)",
     },
     "redecide": {
         "overrun": "decide at the pause; re-decide a preserved call when it outlasts its "
@@ -71,20 +78,24 @@ class LampsConfig:
     profile: str = DEFAULT_PROFILE
     cost_model: Mapping[str, float] | None = None
     starvation_threshold: int = 100
+    starvation_share: int = 4
     ranking: bool = True
     rescore_interval: int = 1
-    rescore_tolerance: float = 0.05
+    rescore_tolerance: float = 0.25
     log_interval_s: float = 10.0
     default_api_seconds: float = 1.0
     default_output_tokens: int = 64
     allow_swap: bool = True
     # How each of LAMPS' design choices is made (the ablations; README "Ablations").
     running_order: str = "score"
-    starvation_rule: str = "iterations"
-    starvation_seconds: float = 30.0
+    starvation_rule: str = "seconds"
+    starvation_seconds: float = 10.0
     starvation_factor: float = 4.0
     redecide: str = "overrun"
     swap_policy: str = "unbudgeted"
+    score_horizon: str = "life"
+    release_paused_under_pressure: bool = True
+    max_preemptions: int = 2
     sessions: bool = True
     session_idle_timeout_s: float = 300.0
     session_max_pin_s: float = 60.0
@@ -103,6 +114,9 @@ class LampsConfig:
             except ValueError as e:
                 raise ValueError(f"lamps config 'cost_model': {e}") from e
         _check_int(self.starvation_threshold, "starvation_threshold", minimum=0)
+        _check_int(self.starvation_share, "starvation_share", minimum=1)
+        _check_bool(self.release_paused_under_pressure, "release_paused_under_pressure")
+        _check_int(self.max_preemptions, "max_preemptions", minimum=0)
         _check_bool(self.ranking, "ranking")
         _check_int(self.rescore_interval, "rescore_interval", minimum=1)
         _check_float(self.rescore_tolerance, "rescore_tolerance")
@@ -142,14 +156,7 @@ class LampsConfig:
 
         if self.cost_model is not None:
             cm = dict(self.cost_model)
-            return CostModel(
-                a_ms_per_token=cm["a_ms_per_token"],
-                c_ms=cm["c_ms"],
-                kv_bytes_per_token=cm["kv_bytes_per_token"],
-                link_bytes_per_second=cm["link_bytes_per_second"],
-                saturation_tokens=int(cm.get("saturation_tokens", 384)),
-                name="custom",
-            )
+            return CostModel(**cm, name="custom")
         try:
             fit = CostModel.profile(self.profile)
         except (KeyError, ValueError) as e:
@@ -164,7 +171,8 @@ class LampsConfig:
             c_ms=fit.c_ms,
             kv_bytes_per_token=kv_bytes_per_token,
             link_bytes_per_second=fit.link_bytes_per_second,
-            saturation_tokens=fit.saturation_tokens,
+            prefill_ms_per_token_pair=fit.prefill_ms_per_token_pair,
+            kv_read_ms_per_token=fit.kv_read_ms_per_token,
             name=fit.name,
         )
 
@@ -233,7 +241,7 @@ def served_kv_bytes_per_token(kv_cache_config: Any) -> float | None:
 def _parse_env(key: str, raw: str) -> Any:
     if key == "profile" or key in CHOICES:
         return raw
-    if key in ("ranking", "allow_swap", "sessions"):
+    if key in ("ranking", "allow_swap", "sessions", "release_paused_under_pressure"):
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
@@ -278,21 +286,21 @@ def _check_float(value: Any, key: str) -> None:
 def _validate_cost_model(values: Any) -> dict[str, float]:
     if not isinstance(values, Mapping):
         raise ValueError(f"lamps config 'cost_model' must be an object, got {values!r}")
+    if "saturation_tokens" in values:
+        raise ValueError(
+            "lamps config 'cost_model.saturation_tokens' is no longer used: the per-step token "
+            "budget is the scheduler's own (max_num_batched_tokens); remove the key"
+        )
     unknown = sorted(set(values) - set(_COST_MODEL_KEYS))
     if unknown:
         raise ValueError(f"lamps config 'cost_model': unknown key(s) {unknown}")
-    required = _COST_MODEL_KEYS[:4]
-    missing = [k for k in required if k not in values]
+    missing = [k for k in _REQUIRED_COST_MODEL_KEYS if k not in values]
     if missing:
         raise ValueError(f"lamps config 'cost_model': missing key(s) {missing}")
     out: dict[str, float] = {}
     for k, v in values.items():
         _check_float(v, f"cost_model.{k}")
-        if k != "c_ms" and v <= 0:
+        if k in _REQUIRED_COST_MODEL_KEYS and k != "c_ms" and v <= 0:
             raise ValueError(f"lamps config 'cost_model.{k}' must be > 0, got {v!r}")
         out[k] = v
-    if "saturation_tokens" in out:
-        _check_int(
-            out["saturation_tokens"], "cost_model.saturation_tokens", minimum=1, maximum=_MAX_TOKENS
-        )
     return out

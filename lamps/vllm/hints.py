@@ -46,6 +46,7 @@ class Hints:
     predicted_api_seconds: float | None = None
     api_return_tokens: int | None = None
     session_end: bool | None = None
+    remaining_calls: int | None = None
 
     def any(self) -> bool:
         """Whether any hint was given."""
@@ -133,6 +134,8 @@ SCHEMA: tuple[HintField, ...] = (
     HintField("api_return_tokens", _as_count, "int", "tokens the API result will append"),
     HintField("session_end", _as_flag, "bool (or 1/0)",
               "this is the session's last request: free what LAMPS keeps for it when it ends"),
+    HintField("remaining_calls", _as_count, "int",
+              "API calls expected after that one (else learned from finished requests)"),
 )  # fmt: skip
 _BY_NAME = {f.name: f for f in SCHEMA}
 

@@ -30,14 +30,22 @@ _BASE_LABELS = ["model_name", "engine"]
 _FLOAT_FIELDS = frozenset(f.name for f in fields(LampsStats) if f.type in ("float", float))
 
 
+_INT64_MAX = (1 << 63) - 1
+
+
 def stats_payload(stats: LampsStats) -> dict[str, int]:
-    """The stats as integers (a float field in millionths: seconds go as microseconds)."""
-    return {
-        f.name: round(getattr(stats, f.name) * 1e6)
-        if f.name in _FLOAT_FIELDS
-        else int(getattr(stats, f.name))
-        for f in fields(stats)
-    }
+    """The stats as integers (a float field in millionths: seconds go as microseconds).
+
+    Each is clamped to an int64: msgpack, which carries the stats out of the engine-core
+    process, cannot encode a larger integer, and the engine would fail to send its outputs.
+    """
+    payload = {}
+    for f in fields(stats):
+        value = getattr(stats, f.name)
+        if f.name in _FLOAT_FIELDS:
+            value = round(value * 1e6)
+        payload[f.name] = max(-_INT64_MAX, min(int(value), _INT64_MAX))
+    return payload
 
 
 def _unscale(name: str, value: int) -> float:

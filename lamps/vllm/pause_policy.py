@@ -116,6 +116,30 @@ class PauseController:
         else:
             self._release(request, state, strategy, api_seconds)
 
+    def release_for_pressure(self, now: float) -> bool:
+        """An allocation found too few free blocks: discard the preserved pause whose KV wastes
+        most to keep (remaining call time x context). False when no pause holds KV.
+
+        Discard, not swap: a copy frees no block before it has read it, and the blocks are
+        needed now. With prefix caching a discard is partial by itself: the freed blocks stay
+        cached, and vLLM's LRU free queue evicts the request's tail first and only as many
+        blocks as allocations take; the rest is a prefix hit at resume.
+        """
+        victim: tuple[float, Request, RequestState] | None = None
+        for request, state in self._preserved.values():
+            held = request.num_computed_tokens
+            if held <= 0:
+                continue
+            waste = self._remaining(state, now) * held
+            if victim is None or waste > victim[0]:
+                victim = (waste, request, state)
+        if victim is None:
+            return False
+        _, request, state = victim
+        self._stats.paused_pressure_releases += 1
+        self._apply(request, state, Strategy.DISCARD)
+        return True
+
     def forget(self, request_id: str) -> None:
         """The request left its pause (resumed or freed)."""
         self._preserved.pop(request_id, None)
@@ -170,6 +194,13 @@ class PauseController:
                 continue
             self._stats.redecided += 1
             self._release(request, state, strategy, elapsed)
+
+    def preserved_token_seconds(self, now: float) -> float:
+        """KV memory over time the preserved pauses are expected to hold: context x rest of call."""
+        return sum(
+            request.num_computed_tokens * self._remaining(state, now)
+            for request, state in self._preserved.values()
+        )
 
     def _remaining(self, state: RequestState, now: float) -> float:
         elapsed = now - (state.pause_started or now)
@@ -236,6 +267,10 @@ class PauseController:
                     return
             else:
                 self._swap_budget -= request.num_computed_tokens
+        self._apply(request, state, strategy)
+
+    def _apply(self, request: Request, state: RequestState, strategy: Strategy) -> None:
+        """Release a paused session's KV by `strategy` (SWAP falls back to DISCARD)."""
         self._preserved.pop(request.request_id, None)
         state.pending_class = None
         if strategy == Strategy.SWAP:

@@ -85,6 +85,54 @@ class OutputLengthPredictor(KeyedRunningMean):
     """Output tokens per turn (until the next API call or the end), learned per tool."""
 
 
+class CallCountPredictor:
+    """How many API calls a request (or a session) still makes, learned per key from finished ones.
+
+    Keeps, per key, a bounded histogram of total call counts of finished requests; the forecast
+    for one that has made `made` calls and is about to make another is the mean residual
+    `E[N - made - 1 | N > made]`, so it sharpens as calls are observed (a request past the
+    typical count is expected to finish soon, one early in a long-running kind to go on).
+    Unknown keys use the pooled histogram; with no observation at all the forecast is 0 (the
+    one-call-ahead score). Counts at or above `max_count` share the last bin.
+    """
+
+    def __init__(self, max_count: int = 64, max_keys: int = 1024) -> None:
+        if max_count < 1 or max_keys < 1:
+            raise ValueError(f"max_count and max_keys must be >= 1, got {max_count}, {max_keys}")
+        self.max_count = max_count
+        self.max_keys = max_keys
+        self._pooled = [0] * (max_count + 1)
+        self._by_key: OrderedDict[str, list[int]] = OrderedDict()
+
+    def observe(self, key: str | None, calls: int) -> None:
+        """A request of `key` finished after `calls` API calls."""
+        if calls < 0:
+            return
+        n = min(calls, self.max_count)
+        self._pooled[n] += 1
+        if key is None:
+            return
+        hist = self._by_key.get(key)
+        if hist is None:
+            if len(self._by_key) >= self.max_keys:
+                self._by_key.popitem(last=False)
+            hist = self._by_key[key] = [0] * (self.max_count + 1)
+        else:
+            self._by_key.move_to_end(key)
+        hist[n] += 1
+
+    def later_calls(self, key: str | None, made: int) -> float:
+        """Expected calls after the one a request that made `made` calls is about to make."""
+        hist = self._by_key.get(key) if key is not None else None
+        if hist is None or not any(hist[made + 1 :]):
+            hist = self._pooled
+        total = weighted = 0
+        for n in range(made + 1, self.max_count + 1):
+            total += hist[n]
+            weighted += hist[n] * (n - made - 1)
+        return weighted / total if total else 0.0
+
+
 class Forecaster:
     """A request's next turn and API call: its hints where given, learned estimates otherwise."""
 
@@ -92,6 +140,29 @@ class Forecaster:
         self.api = ApiDurationPredictor(default_api_seconds)
         self.output = OutputLengthPredictor(default_output_tokens)
         self.returned = KeyedRunningMean(0.0)
+        self.final_output = KeyedRunningMean(default_output_tokens)
+        self.calls = CallCountPredictor()
+
+    def rest(self, tool: str | None, made: int, remaining_hint: int | None) -> Rest:
+        """The request's predicted life after its next call: later calls, their mean turn, and
+        its final answer. `remaining_hint`: the client's count of later calls, if given."""
+        later = (
+            float(remaining_hint)
+            if remaining_hint is not None
+            else self.calls.later_calls(tool, made)
+        )
+        return Rest(
+            later_calls=later,
+            output_tokens=self.output.predict(tool),
+            api_seconds=self.api.predict(tool),
+            return_tokens=self.returned.predict(tool),
+            final_output_tokens=self.final_output.predict(tool),
+        )
+
+    def observe_finish(self, tool: str | None, calls: int, final_output_tokens: int) -> None:
+        """A request (or session) of `tool` finished after `calls` calls and a final turn."""
+        self.calls.observe(tool, calls)
+        self.final_output.observe(tool, final_output_tokens)
 
     def api_seconds(self, hints: Hints) -> float:
         """Predicted duration of the API call after the current turn."""
@@ -121,6 +192,18 @@ class Forecaster:
         """An API call lasted `seconds` and returned `returned_tokens`."""
         self.api.observe(tool, seconds)
         self.returned.observe(tool, returned_tokens)
+
+
+@dataclass(frozen=True)
+class Rest:
+    """A request's predicted life after its next call: `later_calls` more turns with calls
+    (mean values, the count may be fractional), then a final answer."""
+
+    later_calls: float
+    output_tokens: float
+    api_seconds: float
+    return_tokens: float
+    final_output_tokens: float
 
 
 @dataclass(frozen=True)

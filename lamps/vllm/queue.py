@@ -19,7 +19,7 @@ Patience = Callable[[Request, RequestState], "int | None"]
 
 
 class RankingRequestQueue(RequestQueue):
-    """Smallest LAMPS score first; starved requests (by scheduler iterations) ahead of all.
+    """Smallest LAMPS score first; starved requests get every `promoted_share`-th pop.
 
     Paused sessions are parked (`lamps.vllm.parking`): counted by len() and listed by
     iteration, never returned by peek_request()/pop_request(); `unpark()` queues one when its
@@ -33,6 +33,7 @@ class RankingRequestQueue(RequestQueue):
         queue_id: int,
         starvation_threshold: int,
         patience: Patience | None = None,
+        promoted_share: int = 1,
     ) -> None:
         if queue_id == NOT_QUEUED:
             raise ValueError("queue_id must differ from NOT_QUEUED")
@@ -40,7 +41,7 @@ class RankingRequestQueue(RequestQueue):
         self._ranker = ranker
         self._patience = patience
         self.queue_id = queue_id
-        self._q = RankingQueue(starvation_threshold or None)
+        self._q = RankingQueue(starvation_threshold or None, promoted_share)
         self._by_handle: dict[int, Request] = {}
         self._handle_of: dict[str, int] = {}
         self._parked = ParkedSessions()

@@ -27,7 +27,7 @@ from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.request import Request, StreamingUpdate
+from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
 from lamps._core import RankingQueue, Strategy
 from lamps.vllm.batch import BatchEstimator
@@ -42,7 +42,7 @@ from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.scoring import Scorer, score_inputs
 from lamps.vllm.session_state import session_swap_path
 from lamps.vllm.sessions import SessionParking
-from lamps.vllm.state import RequestState, RequestTable
+from lamps.vllm.state import NOT_QUEUED, RequestState, RequestTable
 from lamps.vllm.stats import LampsStats, StatsLog
 
 # A child of vLLM's logger, so `vllm serve` prints LAMPS lines with its format and level.
@@ -50,6 +50,12 @@ logger = logging.getLogger("vllm.lamps")
 
 _WAITING_QUEUE_ID = 1
 _KV_HOLDING_QUEUE_ID = 2
+RUNNING_RESORT_STEPS = 8
+"""Steps between two sorts of an unchanged running list."""
+
+# Finished as the client asked: what they did is a sample of requests' lives. A streaming
+# session closed by its client between turns finishes "aborted" while still resumable.
+_COMPLETED = (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH_CAPPED)
 
 
 @dataclass(frozen=True)
@@ -85,18 +91,22 @@ class _LampsMixin(SchedulerHooks):
         self._timed_starvation = cfg.starvation_rule in ("seconds", "relative")
         threshold = self._starvation_threshold(cfg)
         patience = self._patience if cfg.starvation_rule in ("relative", "authors") else None
+        share = cfg.starvation_share
         self.waiting = RankingRequestQueue(
-            self._table, self._rank, _WAITING_QUEUE_ID, threshold, patience
+            self._table, self._rank, _WAITING_QUEUE_ID, threshold, patience, share
         )
         self.kv_holding_waiting = RankingRequestQueue(
-            self._table, self._rank, _KV_HOLDING_QUEUE_ID, threshold, patience
+            self._table, self._rank, _KV_HOLDING_QUEUE_ID, threshold, patience, share
         )
         self._starvation_clock_ms: float | None = None
         self._steps = 0
         block_pool = self.kv_cache_manager.block_pool
         self._batch = BatchEstimator(
-            self._cost, self.block_size, bool(self.cache_config.enable_prefix_caching)
-        )
+            self._cost, self.block_size, bool(self.cache_config.enable_prefix_caching),
+            self.max_num_scheduled_tokens,
+        )  # fmt: skip
+        backlog = getattr(self.connector, "lamps_link_backlog_tokens", None)
+        self._link_backlog: Callable[[], tuple[int, int]] = backlog or (lambda: (0, 0))
         self.kv_pauses = KvPauses(self)
         self._pause_policy = PauseController(
             self.kv_pauses, self._batch, self._cost, block_pool.get_num_free_blocks,
@@ -109,6 +119,10 @@ class _LampsMixin(SchedulerHooks):
             session_swap_path(self.connector),
         )  # fmt: skip
         self._batch_key_at_rescore: tuple[float, float, float] | None = None
+        # The running list is re-sorted when its members changed, else every few steps (its
+        # scores move only as the requests decode).
+        self._running_changed = True
+        self._last_running_sort = 0
         self._last_rescore_iteration = -(1 << 62)
         self._log = StatsLog(self.lamps_stats, cfg.log_interval_s, self._clock())
         logger.info("LAMPS scheduler %s: %s", type(self).__name__, cfg.as_dict())
@@ -174,11 +188,16 @@ class _LampsMixin(SchedulerHooks):
         if not self.lamps_config.ranking:
             return 0.0  # FCFS: equal scores fall back to arrival order
         hints, continues = state.hints, request.resumable
+        tool, made = state.first_tool or hints.tool, state.calls
         if request.session_id is not None and not request.resumable:
             # A turn of a stateless session: forecast with what the session has shown.
             hints, continues = self._sessions.forecast_hints(request, hints)
+            tool, made = self._sessions.history_key(request, hints)
         turn = self.forecaster.turn(hints, request.max_tokens, continues)
-        inputs = score_inputs(request, turn)
+        rest = None
+        if self.lamps_config.score_horizon == "life":
+            rest = self.forecaster.rest(tool, made, hints.remaining_calls)
+        inputs = score_inputs(request, turn, rest)
         self._table.set_inputs(state.slot, inputs)
         return self._scorer.score(inputs, self._batch.state)
 
@@ -200,14 +219,11 @@ class _LampsMixin(SchedulerHooks):
             running,
             self.kv_cache_manager.block_pool.get_num_free_blocks(),
             self.forecaster.api.predict(None),
+            self._link_backlog(),
         )
         running_scores = None
-        if running and self.lamps_config.ranking and self.lamps_config.running_order == "score":
-            states = [self._table.get(r.request_id) for r in running]
-            running_scores = self._scorer.running_scores(running, states, self._table, batch)
-            promoted = [i for i, st in enumerate(states) if st.promoted]
-            if promoted:
-                running_scores[promoted] = -math.inf
+        if running and self._running_order_due():
+            running_scores = self._running_scores(running, batch)
         self._pause_policy.before_step(now, self.requests, self._table.get)
         self._sessions.before_step(now)
         if self.lamps_config.ranking:
@@ -218,6 +234,33 @@ class _LampsMixin(SchedulerHooks):
                     self.running[:] = [running[i] for i in order.tolist()]
         self.lamps_stats.ranking_seconds += time.perf_counter() - started
         self._log.maybe_log(now, self._queues_summary())
+
+    def _running_order_due(self) -> bool:
+        """Whether to sort the running list by score before this step."""
+        cfg = self.lamps_config
+        if not cfg.ranking or cfg.running_order != "score":
+            return False
+        if self._running_changed or self._steps - self._last_running_sort >= RUNNING_RESORT_STEPS:
+            self._running_changed = False
+            self._last_running_sort = self._steps
+            return True
+        return False
+
+    def _running_scores(self, running: list[Request], batch: Any) -> np.ndarray:
+        """The running requests' scores; promoted ones and those preempted `max_preemptions`
+        times already get -inf, so they go first and are never vLLM's victim (the last)."""
+        table = self._table
+        states = [table.get(r.request_id) for r in running]
+        scores = self._scorer.running_scores(running, states, table, batch)
+        limit = self.lamps_config.max_preemptions or math.inf
+        first = [
+            i
+            for i, (r, st) in enumerate(zip(running, states, strict=True))
+            if st.promoted or r.num_preemptions >= limit
+        ]
+        if first:
+            scores[first] = -math.inf
+        return scores
 
     def _starvation_ticks(self, now: float) -> int:
         """Ticks of the queues' clock since the last step: 1, or the milliseconds elapsed."""
@@ -259,7 +302,8 @@ class _LampsMixin(SchedulerHooks):
         if request.request_id not in self.requests:
             self._table.release(request.request_id)
             hints = self._read_hints(request)
-            self._table.add(request.request_id, hints)
+            state = self._table.add(request.request_id, hints)
+            state.first_tool = hints.tool
             if request.session_id is not None and not request.resumable:
                 self._sessions.on_arrival(request, self._clock())
         super().add_request(request)  # type: ignore[misc]
@@ -276,17 +320,27 @@ class _LampsMixin(SchedulerHooks):
         return hints
 
     def on_finishing(self, request: Request) -> None:
-        if request.session_id is None or request.resumable:
-            return
         state = self._table.get(request.request_id)
+        if request.session_id is None or request.resumable:
+            if state is not None and (request.status in _COMPLETED or request.resumable):
+                # What finished requests did teaches the rest of later ones' lives.
+                self.forecaster.observe_finish(state.first_tool, state.calls, state.turn_output)
+            return
         hints = state.hints if state is not None else Hints()
         self._sessions.on_finishing(request, hints, self._clock())
 
     def on_kv_shortage(self) -> bool:
-        # Parked turns give their pinned blocks back before vLLM preempts a running request.
-        return self._sessions.release_for_pressure(self._clock())
+        # Before vLLM preempts a running request: parked turns give their pinned blocks back,
+        # then paused sessions holding KV are released, the costliest to keep first.
+        now = self._clock()
+        if self._sessions.release_for_pressure(now):
+            return True
+        if not self.lamps_config.release_paused_under_pressure:
+            return False
+        return self._pause_policy.release_for_pressure(now)
 
     def on_freed(self, request: Request) -> None:
+        self._running_changed = True
         # vLLM frees a request that stopped while preempted (async scheduling: its last token
         # was in flight) before it removes it from the waiting queues; take it out now, while
         # its slot is still ours, or it would stay ranked after the slot is recycled.
@@ -297,6 +351,12 @@ class _LampsMixin(SchedulerHooks):
         self._pause_policy.forget(request.request_id)
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
+        if (
+            scheduler_output.scheduled_new_reqs
+            or scheduler_output.scheduled_cached_reqs.resumed_req_ids
+            or scheduler_output.preempted_req_ids
+        ):
+            self._running_changed = True
         for new in scheduler_output.scheduled_new_reqs:
             state = self._table.get(new.req_id)
             if state is not None:
@@ -315,6 +375,7 @@ class _LampsMixin(SchedulerHooks):
     def on_turn_end(self, request: Request) -> None:
         state = self._table.get(request.request_id)
         if state is not None:
+            state.turn_output = request.num_output_tokens
             self.forecaster.observe_turn(state.hints.tool, request.num_output_tokens)
 
     def on_pause(self, request: Request) -> None:
@@ -334,6 +395,7 @@ class _LampsMixin(SchedulerHooks):
             )
             self.lamps_stats.resumed += 1
             state.pause_started = None
+            state.calls += 1
         state.strategy = None
         self._pause_policy.forget(session.request_id)
         state.hints = self._read_hints(session)
@@ -371,9 +433,42 @@ class _LampsMixin(SchedulerHooks):
         stats = super().make_stats(*args, **kwargs)  # type: ignore[misc]
         if stats is not None:
             # Carried to the front end for LAMPS' stat logger (lamps.vllm.metrics).
-            self._sessions.update_gauges()
+            self._update_load_gauges()
             attach_stats_payload(stats, stats_payload(self.lamps_stats))
         return stats
+
+    def _update_load_gauges(self) -> None:
+        """Refresh the gauges that show routers this engine's load (docs/many-engines.md)."""
+        self._sessions.update_gauges()
+        stats = self.lamps_stats
+        stats.pinned_blocks = self.kv_pauses.num_pinned_blocks
+        stats.paused_requests = self.num_waiting_for_streaming_input
+        waiting = len(self.waiting) + len(self.kv_holding_waiting)
+        stats.queued_requests = waiting - self.num_waiting_for_streaming_input
+        token_seconds = self.lamps_memory_over_time()
+        # Exact in a double and far inside the int64 the stats travel as (inf and NaN: capped).
+        stats.memory_over_time = round(token_seconds) if token_seconds < 2.0**53 else 2**53
+
+    def lamps_memory_over_time(self) -> float:
+        """KV token-seconds this engine is predicted to hold for what it has now.
+
+        The LAMPS score (the area under a request's KV memory over the rest of its turn and
+        the call after it) of every running and every queued request, plus the KV kept for
+        parked session turns and paused sessions times the rest of their predicted gap.
+        """
+        now = self._clock()
+        table, batch = self._table, self._batch.state
+        total = self._sessions.pinned_token_seconds(now)
+        total += self._pause_policy.preserved_token_seconds(now)
+        states = [table.get(r.request_id) for r in self.running]
+        running = [r for r, st in zip(self.running, states, strict=True) if st is not None]
+        if running:
+            known = [st for st in states if st is not None]
+            total += float(self._scorer.running_scores(running, known, table, batch).sum())
+        queued = table.where[: table.num_slots()] != NOT_QUEUED
+        if queued.any():
+            total += float(self._scorer.table_scores(table, batch)[queued].sum())
+        return total
 
     def shutdown(self) -> None:
         self._log.maybe_log(self._clock(), self._queues_summary(), force=True)

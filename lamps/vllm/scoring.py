@@ -1,8 +1,11 @@
 """LAMPS' memory-over-time scores of vLLM requests: inputs and the batch in, scores out.
 
-A request's score is the area under its KV memory over the rest of its current turn and the
-API call after it (`lamps.score_request`; `lamps.score_batch` for many at once). Nothing here
-stores anything: the scheduler records the inputs in its `RequestTable` for batch re-scores.
+A request's score is the area under its KV memory over the rest of its life
+(`lamps.score_request`; `lamps.score_batch` for many at once): the rest of its current turn,
+the API call after it, and (score horizon `life`) its predicted later calls, each counted at
+its expected number, and its final answer; each pause under the strategy the core chooses for
+it. Nothing here stores anything: the scheduler records the inputs in its `RequestTable` for
+batch re-scores.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import numpy as np
 from vllm.v1.request import Request
 
 from lamps._core import BatchState, Segment, score_batch, score_request
-from lamps.vllm.predictors import Turn
-from lamps.vllm.state import RequestState, RequestTable, ScoreInputs
+from lamps.vllm.predictors import Rest, Turn
+from lamps.vllm.state import SEGMENTS_PER_SLOT, RequestState, RequestTable, ScoreInputs
 
 
-def score_inputs(request: Request, turn: Turn) -> ScoreInputs:
-    """A request's score inputs for its forecast turn."""
+def score_inputs(request: Request, turn: Turn, rest: Rest | None) -> ScoreInputs:
+    """A request's score inputs for its forecast turn and, when it goes on, the rest."""
     context = request.num_tokens
+    later = rest is not None and turn.api_seconds + turn.return_tokens > 0
     return ScoreInputs(
         context=context,
         pending=max(context - request.num_computed_tokens, 0),
@@ -28,6 +32,11 @@ def score_inputs(request: Request, turn: Turn) -> ScoreInputs:
         output=max(turn.output_tokens - request.num_output_tokens, 1),
         api_seconds=turn.api_seconds,
         return_tokens=turn.return_tokens,
+        later_calls=rest.later_calls if later and rest else 0.0,
+        later_output=round(rest.output_tokens) if later and rest else 0,
+        later_api_seconds=rest.api_seconds if later and rest else 0.0,
+        later_return=round(rest.return_tokens) if later and rest else 0,
+        final_output=max(round(rest.final_output_tokens), 1) if later and rest else 0,
     )
 
 
@@ -40,10 +49,20 @@ class Scorer:
 
     def score(self, inputs: ScoreInputs, batch: BatchState) -> float:
         """One request's score."""
-        segment = Segment(inputs.output, inputs.api_seconds, inputs.return_tokens)
+        segments = [Segment(inputs.output, inputs.api_seconds, inputs.return_tokens)]
+        if inputs.final_output:
+            segments.append(
+                Segment(
+                    inputs.later_output,
+                    inputs.later_api_seconds,
+                    inputs.later_return,
+                    repeat=inputs.later_calls,
+                )
+            )
+            segments.append(Segment(inputs.final_output))
         return float(
             score_request(
-                inputs.context, inputs.pending, [segment], batch, self._cost, self._allow_swap
+                inputs.context, inputs.pending, segments, batch, self._cost, self._allow_swap
             )
         )
 
@@ -56,23 +75,27 @@ class Scorer:
     ) -> np.ndarray:
         """Scores of the running requests, from their live progress and recorded turns."""
         n = len(running)
+        k = SEGMENTS_PER_SLOT
         slots = np.fromiter((st.slot for st in states), np.int64, n)
         context = np.fromiter((r.num_tokens for r in running), np.int64, n)
         computed = np.fromiter((r.num_computed_tokens for r in running), np.int64, n)
         produced = np.fromiter((r.num_output_tokens for r in running), np.int64, n)
         pending = np.maximum(context - computed, 0)
-        output = np.maximum(table.turn[slots] - produced, 1)
+        segments = (slots[:, None] * k + np.arange(k)).ravel()
+        output = table.output[segments]
+        output[::k] = np.maximum(table.turn[slots] - produced, 1)
         return score_batch(
-            context, pending, table.offsets[: n + 1], output,
-            np.ascontiguousarray(table.api[slots]), np.ascontiguousarray(table.ret[slots]),
-            table.undecided[:n], batch, self._cost, self._allow_swap,
+            context, pending, table.offsets[: n + 1], output, table.api[segments],
+            table.ret[segments], table.undecided[: n * k], batch, self._cost, self._allow_swap,
+            repeat=table.repeat[segments],
         )  # fmt: skip
 
     def table_scores(self, table: RequestTable, batch: BatchState) -> np.ndarray:
         """Scores of every slot from its recorded inputs (into the table's score buffer)."""
         n = table.num_slots()
+        m = n * SEGMENTS_PER_SLOT
         return score_batch(
-            table.context[:n], table.pending[:n], table.offsets[: n + 1], table.output[:n],
-            table.api[:n], table.ret[:n], table.undecided[:n], batch, self._cost,
-            self._allow_swap, out=table.scores[:n],
+            table.context[:n], table.pending[:n], table.offsets[: n + 1], table.output[:m],
+            table.api[:m], table.ret[:m], table.undecided[:m], batch, self._cost,
+            self._allow_swap, out=table.scores[:n], repeat=table.repeat[:m],
         )  # fmt: skip

@@ -28,7 +28,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from vllm.v1.request import Request, RequestStatus
 
@@ -116,6 +116,15 @@ class SessionParking:
         filled = Hints(**{**as_dict(hints), **fill}) if fill else hints
         return filled, not hints.session_end
 
+    def history_key(self, request: Request, hints: Hints) -> tuple[str | None, int]:
+        """The key a session's life is learned under (its first tool hint) and the calls it
+        made so far (its finished turns)."""
+        sid = request.session_id
+        session = self._sessions.get(sid) if sid else None
+        if session is None:
+            return hints.tool, 0
+        return session.first_tool or hints.tool, session.turns
+
     # ----- events -------------------------------------------------------------------------------
 
     def on_arrival(self, request: Request, now: float) -> None:
@@ -166,6 +175,8 @@ class SessionParking:
         self._stats.session_turns += 1
         aborted = request.status == RequestStatus.FINISHED_ABORTED
         tool_hinted = hints.tool is not None or hints.predicted_api_seconds is not None
+        if session.turns == 0 and session.first_tool is None:
+            session.first_tool = hints.tool
         if (
             hints.session_end
             or request.status == RequestStatus.FINISHED_ERROR
@@ -173,6 +184,11 @@ class SessionParking:
         ):
             # Stop strings reach the engine as aborts too: a request that announced a tool
             # call parks its turn; any other abort is a disconnect and ends the session.
+            if hints.session_end and not aborted:
+                # A session the client ended: its length teaches later sessions' forecasts.
+                self._forecaster.observe_finish(
+                    session.first_tool, session.turns, request.num_output_tokens
+                )
             self.end(sid)
             return
         session.turns += 1
@@ -217,12 +233,7 @@ class SessionParking:
 
     def release_for_pressure(self, now: float) -> bool:
         """Give back the pinned turn whose pin wastes most; False when none is pinned."""
-        victim = self._costliest_pin(now)
-        if victim is None:
-            return False
-        self._stats.pressure_releases += 1
-        self._unpin(victim, Strategy.DISCARD)
-        return True
+        return self._release_costliest(now, "pressure_releases")
 
     def release_all_pins(self) -> int:
         """Give back every pinned turn (they stay parked, in the prefix cache); returns them."""
@@ -253,17 +264,36 @@ class SessionParking:
             self.end(sid)
 
     def update_gauges(self) -> None:
-        """Refresh the parked-session gauges of the stats."""
+        """Refresh the parked-session gauges of the stats (turns and their tokens by strategy)."""
         by = {Strategy.PRESERVE: 0, Strategy.DISCARD: 0, Strategy.SWAP: 0}
+        tokens = dict.fromkeys(by, 0)
         for session in self._sessions.values():
-            if session.parked is not None:
-                by[session.parked.strategy] += 1
+            parked = session.parked
+            if parked is not None:
+                by[parked.strategy] += 1
+                kept = parked.pinned * self._block_size  # a re-pin keeps what was intact
+                tokens[parked.strategy] += kept if parked.pinned else parked.tokens
         stats = self._stats
         stats.parked_preserve = by[Strategy.PRESERVE]
         stats.parked_discard = by[Strategy.DISCARD]
         stats.parked_swap = by[Strategy.SWAP]
+        stats.parked_kv_preserve = tokens[Strategy.PRESERVE]
+        stats.parked_kv_discard = tokens[Strategy.DISCARD]
+        stats.parked_kv_swap = tokens[Strategy.SWAP]
         stats.parked_blocks = self._pinned_blocks
         stats.sessions = len(self._sessions)
+
+    def pinned_token_seconds(self, now: float) -> float:
+        """KV memory over time the pinned turns are expected to hold: tokens x rest of gap."""
+        total = 0.0
+        for session in self._sessions.values():
+            parked = session.parked
+            if parked is not None and parked.pinned:
+                elapsed = max(now - parked.parked_at, 0.0)
+                # An overrun gap is expected to last about as long again, as re-decisions do.
+                rest = max(parked.predicted_gap - elapsed, elapsed)
+                total += parked.pinned * self._block_size * rest
+        return total
 
     # ----- internals ----------------------------------------------------------------------------
 
@@ -354,17 +384,25 @@ class SessionParking:
         if num_blocks > self._max_parked_blocks:
             return False
         while self._pinned_blocks + num_blocks > self._max_parked_blocks:
-            victim = self._costliest_pin(now)
-            if victim is None:
+            if not self._release_costliest(now, "cap_releases"):
                 return False
-            self._stats.cap_releases += 1
-            self._unpin(victim, Strategy.DISCARD)
         return True
 
     def _recheck(self, sid: str, parked: ParkedTurn, now: float, after: float) -> None:
         deadline = now + max(after, self._batch.iteration_seconds())
         deadline = min(deadline, parked.parked_at + self._cfg.session_max_pin_s)
         heapq.heappush(self._deadlines, (deadline, next(self._seq), sid, parked.epoch))
+
+    def _release_costliest(
+        self, now: float, counter: Literal["pressure_releases", "cap_releases"]
+    ) -> bool:
+        """Give back the costliest pin, counted in stat `counter`; False when none is pinned."""
+        victim = self._costliest_pin(now)
+        if victim is None:
+            return False
+        setattr(self._stats, counter, getattr(self._stats, counter) + 1)
+        self._unpin(victim, Strategy.DISCARD)
+        return True
 
     def _costliest_pin(self, now: float) -> ParkedTurn | None:
         """The pinned turn whose pin wastes most against discarding it (takers last)."""

@@ -36,11 +36,19 @@ class RequestState:
     waiting_since: int | None = None
     popped_at: int = -1
     promoted: bool = False
+    # API calls the request has made so far (its resumes), and the tool of its first turn (the
+    # key its call count is learned under).
+    calls: int = 0
+    first_tool: str | None = None
+    turn_output: int = 0  # output tokens of its last finished turn
+    # How often vLLM preempted it while running (bounded by `max_preemptions`).
+    preemptions: int = 0
 
 
 @dataclass(frozen=True)
 class ScoreInputs:
-    """What a request's score is computed from: its context and its predicted turn."""
+    """What a request's score is computed from: its context, its predicted turn, and its
+    predicted life after that turn's call (none for a last turn or a one-call-ahead score)."""
 
     context: int  # tokens in its sequence
     pending: int  # of those, not computed yet
@@ -48,6 +56,16 @@ class ScoreInputs:
     output: int  # of those, still to produce (>= 1)
     api_seconds: float  # predicted API call after the turn (0 = none)
     return_tokens: int  # tokens that call returns
+    later_calls: float = 0.0  # expected calls after that one
+    later_output: int = 0  # mean output tokens of each of their turns
+    later_api_seconds: float = 0.0  # mean duration of each
+    later_return: int = 0  # mean tokens each returns
+    final_output: int = 0  # output tokens of the final answer (0: the turn is the last)
+
+
+SEGMENTS_PER_SLOT = 3
+"""A slot's score segments: the current turn and its call, the later calls (repeated), the
+final answer."""
 
 
 class RequestTable:
@@ -62,25 +80,27 @@ class RequestTable:
     def _alloc(self, capacity: int) -> None:
         old = getattr(self, "context", None)
         self.capacity = capacity
+        k = SEGMENTS_PER_SLOT
         new = {
             "context": np.zeros(capacity, np.int64),
             "pending": np.zeros(capacity, np.int64),
-            "output": np.zeros(capacity, np.int64),
+            "output": np.zeros(capacity * k, np.int64),  # per segment; the current turn first
             "turn": np.zeros(capacity, np.int64),
-            "api": np.zeros(capacity, np.float64),
-            "ret": np.zeros(capacity, np.int64),
+            "api": np.zeros(capacity * k, np.float64),
+            "ret": np.zeros(capacity * k, np.int64),
+            "repeat": np.zeros(capacity * k, np.float64),
             "where": np.zeros(capacity, np.int8),
             "scores": np.zeros(capacity, np.float64),
         }
         if old is not None:
-            n = len(old)
             for name, arr in new.items():
-                arr[:n] = getattr(self, name)
+                current = getattr(self, name)
+                arr[: len(current)] = current
         for name, arr in new.items():
             setattr(self, name, arr)
-        self.offsets = np.arange(capacity + 1, dtype=np.int64)
-        # Every score lets the core choose the strategy of the request's next pause.
-        self.undecided = np.full(capacity, -1, np.int8)
+        self.offsets = np.arange(0, (capacity + 1) * k, k, dtype=np.int64)
+        # Every score lets the core choose the strategy of each pause it foresees.
+        self.undecided = np.full(capacity * k, -1, np.int8)
 
     def __len__(self) -> int:
         return len(self._states)
@@ -109,8 +129,10 @@ class RequestTable:
         state = self._states.pop(request_id, None)
         if state is not None:
             s = state.slot
-            self.context[s] = self.pending[s] = self.output[s] = self.turn[s] = self.ret[s] = 0
-            self.api[s] = 0.0
+            self.context[s] = self.pending[s] = self.turn[s] = 0
+            segments = slice(s * SEGMENTS_PER_SLOT, (s + 1) * SEGMENTS_PER_SLOT)
+            self.output[segments] = self.ret[segments] = 0
+            self.api[segments] = self.repeat[segments] = 0.0
             self.where[s] = NOT_QUEUED
             self._free.append(s)
         return state
@@ -120,9 +142,11 @@ class RequestTable:
         self.turn[slot] = inputs.turn
         self.context[slot] = inputs.context
         self.pending[slot] = inputs.pending
-        self.output[slot] = inputs.output
-        self.api[slot] = inputs.api_seconds
-        self.ret[slot] = inputs.return_tokens
+        k = slot * SEGMENTS_PER_SLOT
+        self.output[k : k + 3] = (inputs.output, inputs.later_output, inputs.final_output)
+        self.api[k : k + 3] = (inputs.api_seconds, inputs.later_api_seconds, 0.0)
+        self.ret[k : k + 3] = (inputs.return_tokens, inputs.later_return, 0)
+        self.repeat[k : k + 3] = (1.0, inputs.later_calls, 1.0 if inputs.final_output else 0.0)
 
     def num_slots(self) -> int:
         """Slots handed out so far (free ones included)."""

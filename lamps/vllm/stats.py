@@ -51,6 +51,10 @@ class LampsStats:
     swap_fallbacks: int = _stat("swap_fallback", "swaps no swap path took: discarded")
     redecided: int = _stat("redecided", "preserved pauses re-decided after overrunning")
     resumed: int = _stat("resumed", "pauses ended by their next input")
+    paused_pressure_releases: int = _stat(
+        "paused_pressure_releases",
+        "preserved pauses discarded because an allocation lacked free blocks",
+    )
     recomputed_tokens: int = _stat(
         "recomputed_tokens", "released context tokens computed again at resume"
     )
@@ -114,6 +118,39 @@ class LampsStats:
                               series="lamps_parked_sessions", strategy="swap")  # fmt: skip
     parked_blocks: int = _gauge("parked_blocks", "KV blocks pinned for parked session turns")
     sessions: int = _gauge("sessions", "sessions LAMPS keeps state for")
+    # The engine's load as LAMPS sees it, for routers that place new sessions
+    # (docs/many-engines.md).
+    parked_kv_preserve: int = _gauge(
+        "parked_kv_preserve", "tokens of parked turns pinned on the GPU (in kv_cache_usage)",
+        series="lamps_parked_kv_tokens", strategy="preserve",
+    )  # fmt: skip
+    parked_kv_discard: int = _gauge(
+        "parked_kv_discard", "tokens of parked turns left to the evictable prefix cache "
+        "(some may be evicted already; not in kv_cache_usage)",
+        series="lamps_parked_kv_tokens", strategy="discard",
+    )  # fmt: skip
+    parked_kv_swap: int = _gauge(
+        "parked_kv_swap", "tokens of parked turns copied to host memory",
+        series="lamps_parked_kv_tokens", strategy="swap",
+    )  # fmt: skip
+    pinned_blocks: int = _gauge(
+        "pinned_blocks",
+        "KV blocks LAMPS pins (parked turns, heads of partial swaps); in kv_cache_usage",
+    )
+    queued_requests: int = _gauge(
+        "queued_requests", "requests ranked in the waiting queues, ready to be scheduled"
+    )
+    paused_requests: int = _gauge(
+        "paused_requests",
+        "streaming sessions paused for their next input (vLLM counts them as waiting)",
+    )
+    memory_over_time: int = _gauge(
+        "memory_over_time",
+        "KV token-seconds the engine is predicted to hold for the requests and turns it has: "
+        "the LAMPS scores of running and queued requests, plus kept KV of parked turns and "
+        "paused sessions times the rest of their predicted gap",
+        series="lamps_memory_over_time_token_seconds",
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-dict copy."""

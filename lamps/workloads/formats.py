@@ -22,18 +22,31 @@ from typing import Any
 
 import numpy as np
 
+from lamps.workloads.coding import (
+    DEFAULT_MAX_HUMAN_SECONDS,
+    is_kvcache_trace,
+    load_coding_traces,
+    parse_coding_trace,
+    read_json,
+)
 from lamps.workloads.model import TraceSegment, Workload, WorkloadRequest
 
 CHARS_PER_TOKEN = 4.0
 """Average characters per GPT-2/GPT-J BPE token on English text (text traces only)."""
 
-BUILTIN_TRACES = {"infercept-multi-api": "infercept_multi_api.segments.json.gz"}
+BUILTIN_TRACES = {
+    "infercept-multi-api": "infercept_multi_api.segments.json.gz",
+    "mars-single-api": "mars_single_api.segments.json.gz",
+}
 """Traces shipped in lamps/data (compact format), usable as ``--trace builtin:NAME``."""
 
 GENERATED_TRACES = ("infercept-single-api", "agent")
 """Traces built on load, usable as ``--trace builtin:NAME``: the single-API variant of the
 shipped multi-API trace (``lamps.workloads.variants``) and the agent trace
 (``lamps.workloads.agent``, 400 programs, seed 0)."""
+
+CODING_TRACES = ("claude-code",)
+"""Shipped kv-cache-tester traces (``lamps.workloads.coding_pack``), ``--trace builtin:NAME``."""
 
 # The `api_token` text InferCept's dataset puts on the tool calls of its chat requests: in
 # shared/workloads/infercept_multi_api.json every chat+TTS request's tool call starts with the
@@ -192,11 +205,23 @@ def write_compact(workload: Workload, path: Path) -> Path:
     return path
 
 
-def load_trace(path: str | Path) -> Workload:
-    """Loads an InferCept-format JSON trace, or a shipped one named ``builtin:NAME``."""
+def load_trace(
+    path: str | Path,
+    *,
+    max_human_seconds: float = DEFAULT_MAX_HUMAN_SECONDS,
+    max_tool_seconds: float | None = None,
+) -> Workload:
+    """Loads a trace: an InferCept-format JSON file, a kv-cache-tester trace file or directory
+    of them (detected from the content; the gap caps apply to these, see
+    ``lamps.workloads.coding``), or a shipped one named ``builtin:NAME``."""
+    caps = {"max_human_seconds": max_human_seconds, "max_tool_seconds": max_tool_seconds}
     text_path = str(path)
     if text_path.startswith("builtin:"):
         key = text_path.removeprefix("builtin:")
+        if key in CODING_TRACES:
+            from lamps.workloads.coding_pack import load_builtin_coding
+
+            return load_builtin_coding(**caps)
         if key == "infercept-single-api":
             from lamps.workloads.variants import single_api
 
@@ -206,15 +231,16 @@ def load_trace(path: str | Path) -> Workload:
 
             return agent_workload(400, seed=0)
         if key not in BUILTIN_TRACES:
-            known = sorted([*BUILTIN_TRACES, *GENERATED_TRACES])
+            known = sorted([*BUILTIN_TRACES, *GENERATED_TRACES, *CODING_TRACES])
             raise ValueError(f"unknown builtin trace {key!r}; known: {known}")
         raw = resources.files("lamps.data").joinpath(BUILTIN_TRACES[key]).read_bytes()
         return parse_compact(json.loads(gzip.decompress(raw)), key)
     p = Path(path)
+    if p.is_dir():
+        return load_coding_traces(p, **caps)
     if not p.is_file():
         raise FileNotFoundError(f"trace file not found: {p}")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: not valid JSON ({e})") from e
+    data = read_json(p)
+    if is_kvcache_trace(data):
+        return Workload(p.stem, (parse_coding_trace(data, str(p), **caps),))
     return parse_trace(data, p.stem)

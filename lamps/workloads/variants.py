@@ -5,8 +5,10 @@ mixture, with the same number of requests (397 each). The single-API variant kee
 each request, its prompt, its first decode segment and the API call that follows it (duration
 and returned tokens), then closes with the request's last segment (its final answer): one
 call per request, the same prompts, the same final outputs. A request without calls is kept
-as it is. This is how this project builds it from the shipped multi-API trace; the papers'
-own single-API files were drawn from the same datasets and are not shipped.
+as it is. This is how this project derives it from the shipped multi-API trace. The LAMPS
+authors' own single-API file (`diverse_oneapi_merged_exp_uniform.json` in
+`mars-repository/mars-codebase`, about 7.7 s of API time per request) is public and shipped
+too, as `builtin:mars-single-api` (lamps/data/NOTICE.md): the paper-comparable trace.
 """
 
 from __future__ import annotations

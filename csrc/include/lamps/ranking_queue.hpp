@@ -6,6 +6,12 @@
 // A request may carry its own wait before promotion (`starve_after`, kNever for none), which
 // expresses rules such as "waited k times its predicted service" or "never if not yet run".
 //
+// Promoted requests may take only a share of the pops (`promoted_share` = k: at most one pop in
+// k goes to the oldest promoted request while unpromoted ones wait), so that under overload,
+// when everybody has waited long, the queue keeps its ranking for the other k - 1 pops instead
+// of turning into arrival order; every request's wait stays bounded (each k-th pop serves the
+// oldest starved one). k = 1: promoted requests always go first (the paper's rule).
+//
 // Starvation is checked without touching every queued request per iteration: a second heap
 // orders unpromoted requests by the tick they become starved, so tick() only looks at the
 // requests that cross it, and each request is promoted at most once.
@@ -32,11 +38,12 @@ class RankingQueue {
   // A `starve_after` that never promotes.
   static constexpr std::uint64_t kNever = std::numeric_limits<std::uint64_t>::max();
 
-  // starvation_threshold == 0 disables promotion.
-  explicit RankingQueue(std::uint64_t starvation_threshold = 100)
-      : starvation_threshold_(starvation_threshold) {}
+  // starvation_threshold == 0 disables promotion; promoted_share >= 1 (see above).
+  explicit RankingQueue(std::uint64_t starvation_threshold = 100, std::uint64_t promoted_share = 1)
+      : starvation_threshold_(starvation_threshold), promoted_share_(checked_share(promoted_share)) {}
 
   std::uint64_t starvation_threshold() const { return starvation_threshold_; }
+  std::uint64_t promoted_share() const { return promoted_share_; }
   std::uint64_t iteration() const { return iteration_; }
   std::size_t size() const { return by_score_.size() + promoted_.size(); }
   bool empty() const { return size() == 0; }
@@ -84,14 +91,16 @@ class RankingQueue {
   }
 
   Handle peek() const {
-    if (!promoted_.empty()) return promoted_.top().handle;
+    if (promoted_turn(unpromoted_pops_)) return promoted_.top().handle;
     if (!by_score_.empty()) return by_score_.top().handle;
     throw EmptyQueue("peek from an empty RankingQueue");
   }
 
   Handle pop() {
     const Handle h = peek();
+    const bool promoted = promoted_.contains(h);
     erase(h);
+    unpromoted_pops_ = promoted ? 0 : unpromoted_pops_ + 1;
     return h;
   }
 
@@ -155,10 +164,26 @@ class RankingQueue {
 
   // Handles in the order pop() would return them, without changing the queue.
   std::vector<Handle> ranked() const {
+    std::vector<HeapNode> promoted = promoted_.nodes();
+    std::vector<HeapNode> unpromoted = by_score_.nodes();
+    std::sort(promoted.begin(), promoted.end());
+    std::sort(unpromoted.begin(), unpromoted.end());
     std::vector<Handle> order;
     order.reserve(size());
-    append_sorted(promoted_, order);
-    append_sorted(by_score_, order);
+    std::size_t p = 0;
+    std::size_t u = 0;
+    std::uint64_t pops = unpromoted_pops_;
+    while (p < promoted.size() || u < unpromoted.size()) {
+      const bool take_promoted =
+          p < promoted.size() && (u == unpromoted.size() || pops + 1 >= promoted_share_);
+      if (take_promoted) {
+        order.push_back(promoted[p++].handle);
+        pops = 0;
+      } else {
+        order.push_back(unpromoted[u++].handle);
+        ++pops;
+      }
+    }
     return order;
   }
 
@@ -175,6 +200,16 @@ class RankingQueue {
 
   // The tick at which a request waiting since `since` is starved (+inf: never). A double:
   // the age heap's key, exact below 2^53 ticks.
+  static std::uint64_t checked_share(std::uint64_t share) {
+    if (share < 1) throw std::invalid_argument("promoted_share must be >= 1 (got 0)");
+    return share;
+  }
+
+  // Whether the next pop goes to the oldest promoted request.
+  bool promoted_turn(std::uint64_t unpromoted_pops) const {
+    return !promoted_.empty() && (by_score_.empty() || unpromoted_pops + 1 >= promoted_share_);
+  }
+
   static double starved_at(std::uint64_t since, std::uint64_t after) {
     if (after == kNever || since > kNever - after) return std::numeric_limits<double>::infinity();
     return static_cast<double>(since + after);
@@ -194,13 +229,9 @@ class RankingQueue {
     promoted_.push(node);
   }
 
-  static void append_sorted(const IndexedHeap& heap, std::vector<Handle>& order) {
-    std::vector<HeapNode> nodes = heap.nodes();
-    std::sort(nodes.begin(), nodes.end());
-    for (const HeapNode& node : nodes) order.push_back(node.handle);
-  }
-
   std::uint64_t starvation_threshold_;
+  std::uint64_t promoted_share_;
+  std::uint64_t unpromoted_pops_ = 0;  // pops since the last promoted one
   std::uint64_t iteration_ = 0;
   std::uint64_t next_seq_ = 0;
   IndexedHeap by_score_;  // unpromoted requests by (score, arrival, seq)

@@ -16,21 +16,25 @@
 namespace lamps {
 
 // One remaining segment: decode `output_tokens`, then (if it has one) an API call lasting
-// `api_seconds` that appends `return_tokens` to the context.
+// `api_seconds` that appends `return_tokens` to the context. `repeat` > 1 stands for that many
+// such segments in a row with these (mean) values: the predicted rest of a request whose later
+// calls are known only on average; a fractional count is an expected count.
 struct Segment {
   double output_tokens = 0.0;
   double api_seconds = 0.0;
   double return_tokens = 0.0;
   std::optional<Strategy> strategy;  // empty: chosen by choose_strategy when scoring
+  double repeat = 1.0;
 
   bool has_api_call() const { return api_seconds > 0.0 || return_tokens > 0.0; }
 
   static Segment checked(double output_tokens, double api_seconds, double return_tokens,
-                         std::optional<Strategy> strategy) {
+                         std::optional<Strategy> strategy, double repeat = 1.0) {
     require_non_negative(output_tokens, "output_tokens");
     require_non_negative(api_seconds, "api_seconds");
     require_non_negative(return_tokens, "return_tokens");
-    return Segment{output_tokens, api_seconds, return_tokens, strategy};
+    require_non_negative(repeat, "repeat");
+    return Segment{output_tokens, api_seconds, return_tokens, strategy, repeat};
   }
 };
 
@@ -68,18 +72,28 @@ class ScoreAccumulator {
         context_(context_tokens),
         area_(model.rebuild_area(context_tokens - pending_prefill_tokens, pending_prefill_tokens)) {}
 
+  // A repeated segment (`repeat` = k) adds k times the area of one at the mean context over
+  // the k: exact for the terms linear in the context (decode, preserve, swap, the linear part
+  // of a rebuild), and one strategy choice instead of k. The context grows by k times one's.
   void add(const Segment& segment, bool allow_swap) {
-    area_ += decode_area(context_, segment.output_tokens, model_.decode_iteration_seconds());
-    context_ += segment.output_tokens;
-    if (!segment.has_api_call()) return;
-    const Strategy strategy =
-        segment.strategy ? *segment.strategy
-                         : model_.choose(PausedRequest{context_,
-                                                       context_ * model_.batch().prefix_cache_hit_fraction,
-                                                       segment.api_seconds},
-                                         allow_swap);
-    area_ += api_call_area(context_, segment, strategy, model_);
-    context_ += segment.return_tokens;
+    const double k = segment.repeat;
+    if (!(k > 0.0)) return;
+    const double growth = segment.output_tokens + (segment.has_api_call() ? segment.return_tokens : 0.0);
+    const double start = context_ + (k - 1.0) / 2.0 * growth;
+    double area = decode_area(start, segment.output_tokens, model_.decode_iteration_seconds());
+    if (segment.has_api_call()) {
+      const double at_call = start + segment.output_tokens;
+      const Strategy strategy =
+          segment.strategy
+              ? *segment.strategy
+              : model_.choose(PausedRequest{at_call,
+                                            at_call * model_.batch().prefix_cache_hit_fraction,
+                                            segment.api_seconds},
+                              allow_swap);
+      area += api_call_area(at_call, segment, strategy, model_);
+    }
+    area_ += k == 1.0 ? area : k * area;
+    context_ += k * growth;
   }
 
   // Saturates at kMaxScore (limits.hpp).

@@ -26,6 +26,7 @@ struct SegmentColumns {
   const double* api_seconds;
   const std::int64_t* return_tokens;
   const std::int8_t* strategy;
+  const double* repeat;  // nullptr: every segment once
   std::size_t segments;
 };
 
@@ -50,9 +51,14 @@ inline Segment segment_at(const SegmentColumns& columns, std::size_t j) {
   if (code < -1 || code > 2) {
     bad_element("strategy", j, "must be -1 (choose), 0, 1 or 2 (got " + std::to_string(code) + ")");
   }
+  const double repeat = columns.repeat != nullptr ? columns.repeat[j] : 1.0;
+  if (!std::isfinite(repeat) || repeat < 0.0) {
+    bad_element("repeat", j, "must be finite and >= 0 (got " + describe(repeat) + ")");
+  }
   std::optional<Strategy> strategy;
   if (code >= 0) strategy = static_cast<Strategy>(code);
-  return Segment{static_cast<double>(output), api, static_cast<double>(returned), strategy};
+  return Segment{static_cast<double>(output), api, static_cast<double>(returned), strategy,
+                 repeat};
 }
 
 }  // namespace detail

@@ -42,7 +42,8 @@ inline double ceil_count(double x) {
 }
 
 // Chunked rebuild of `compute_tokens` tokens with the spare per-iteration budget
-// h = max(S - running_tokens, 1): n full chunks, then one last chunk of 1..h tokens.
+// h = max(S - running_tokens, 1) of the scheduler's budget S: n full chunks, then one last chunk
+// of 1..h tokens.
 struct ChunkPlan {
   double chunk_tokens;  // h
   double full_chunks;   // n = ceil(tokens / h) - 1
@@ -57,18 +58,23 @@ class WasteModel {
   WasteModel(const BatchState& batch, const CostModel& cost)
       : batch_(batch),
         cost_(cost),
-        spare_tokens_(std::max(static_cast<double>(cost.saturation_tokens()) -
-                                   batch.running_tokens_per_iteration,
-                               1.0)),
-        saturated_iteration_seconds_(
-            cost.iteration_seconds(static_cast<double>(cost.saturation_tokens()))),
-        decode_iteration_seconds_(cost.iteration_seconds(batch.running_tokens_per_iteration + 1.0)),
+        spare_tokens_(std::max(batch.token_budget - batch.running_tokens_per_iteration, 1.0)),
+        chunk_iteration_seconds_(cost.iteration_seconds(batch.token_budget) +
+                                 cost.kv_read_seconds_per_token() * batch.running_context_tokens),
+        decode_iteration_seconds_(
+            batch.iteration_seconds > 0.0
+                ? batch.iteration_seconds
+                : cost.iteration_seconds(batch.running_tokens_per_iteration + 1.0) +
+                      cost.kv_read_seconds_per_token() * batch.running_context_tokens),
+        pair_seconds_(cost.seconds_per_token_pair()),
         swap_seconds_per_token_(cost.swap_seconds(1.0)) {}
 
   const BatchState& batch() const { return batch_; }
   const CostModel& cost() const { return cost_; }
   // Seconds of a decode iteration of the running batch plus one request.
   double decode_iteration_seconds() const { return decode_iteration_seconds_; }
+  // Seconds of an iteration that fills the budget, before its prefill attention.
+  double chunk_iteration_seconds() const { return chunk_iteration_seconds_; }
   double swap_seconds(double tokens) const { return tokens * swap_seconds_per_token_; }
 
   ChunkPlan chunk_plan(double compute_tokens) const {
@@ -78,19 +84,34 @@ class WasteModel {
   }
 
   // Memory held by a request while `compute_tokens` tokens are rebuilt on top of
-  // `held_tokens` already in GPU memory: iteration k holds held + k*h tokens for T_fwd(S),
-  // the last one the whole context.
+  // `held_tokens` already in GPU memory. Full chunk j (1..n) holds held + j*h tokens for an
+  // iteration of T0 + P*h*(held + (j - 1/2)*h) (T0: the budget's linear part and the batch's
+  // KV reads; P: prefill attention per pair), the last chunk of l tokens the whole context
+  // for T0 + P*l*(held + n*h + l/2). Closed form of the sums over j.
   double rebuild_area(double held_tokens, double compute_tokens) const {
     if (compute_tokens <= 0.0) return 0.0;
-    const double full = ceil_count(compute_tokens / spare_tokens_) - 1.0;
-    const double growing = spare_tokens_ * full * (full + 1.0) / 2.0 + compute_tokens;
-    return saturated_iteration_seconds_ * (growing + held_tokens * (full + 1.0));
+    const double h = spare_tokens_;
+    const double n = ceil_count(compute_tokens / h) - 1.0;
+    const double last = compute_tokens - n * h;
+    const double sum_j = n * (n + 1.0) / 2.0;
+    const double sum_j2 = n * (n + 1.0) * (2.0 * n + 1.0) / 6.0;
+    const double linear =
+        chunk_iteration_seconds_ * ((n + 1.0) * held_tokens + h * sum_j + compute_tokens);
+    const double attention =
+        pair_seconds_ * (h * (n * held_tokens * (held_tokens - h / 2.0) +
+                              h * (2.0 * held_tokens - h / 2.0) * sum_j + h * h * sum_j2) +
+                         (held_tokens + compute_tokens) * last *
+                             (held_tokens + n * h + last / 2.0));
+    return linear + attention;
   }
 
-  // Extra iteration time the rebuild's chunks impose on every other running request's memory.
-  double rebuild_slowdown_area(double compute_tokens) const {
+  // Extra iteration time the rebuild's chunks impose on every other running request's memory:
+  // their tokens through the linear layers and their (query, key) pairs through attention.
+  double rebuild_slowdown_area(double held_tokens, double compute_tokens) const {
     if (compute_tokens <= 0.0) return 0.0;
-    return cost_.seconds_per_token() * compute_tokens * batch_.running_context_tokens;
+    const double pairs = compute_tokens * (held_tokens + compute_tokens / 2.0);
+    return (cost_.seconds_per_token() * compute_tokens + pair_seconds_ * pairs) *
+           batch_.running_context_tokens;
   }
 
   // Wastes saturate at kMaxScore (limits.hpp).
@@ -105,13 +126,17 @@ class WasteModel {
   double discard(const PausedRequest& request) const {
     const double recompute = request.context_tokens - request.cached_tokens;
     return saturate(rebuild_area(request.cached_tokens, recompute) +
-                    rebuild_slowdown_area(recompute));
+                    rebuild_slowdown_area(request.cached_tokens, recompute));
   }
 
-  // W_s: out and back in over the link, stalling the batch's memory (the request's own included).
+  // W_s: out and back in over the link, stalling the batch's memory (the request's own
+  // included), plus the request's memory held while its copies wait behind the ones queued
+  // (swap_queue_seconds: the wait out now plus the wait in at resume).
   double swap(const PausedRequest& request) const {
-    return saturate(2.0 * swap_seconds(request.context_tokens) *
-                    (batch_.running_context_tokens + request.context_tokens));
+    const double transfer = swap_seconds(request.context_tokens);
+    return saturate(2.0 * transfer *
+                        (batch_.running_context_tokens + request.context_tokens) +
+                    batch_.swap_queue_seconds * request.context_tokens);
   }
 
   // LAMPS: the strategy of least waste; ties prefer Preserve, then Discard (no data movement).
@@ -129,8 +154,9 @@ class WasteModel {
   BatchState batch_;
   const CostModel& cost_;
   double spare_tokens_;
-  double saturated_iteration_seconds_;
+  double chunk_iteration_seconds_;
   double decode_iteration_seconds_;
+  double pair_seconds_;
   double swap_seconds_per_token_;
 };
 
@@ -174,7 +200,7 @@ inline bool infercept_should_discard(const PausedRequest& request, const BatchSt
 // InferCept swaps only what one iteration's compute can hide: tokens movable one way in the
 // time of the current iteration. Saturates at INT64_MAX (an unbounded budget).
 inline std::int64_t infercept_swap_budget_tokens(const BatchState& batch, const CostModel& cost) {
-  const double seconds = cost.iteration_seconds(batch.running_tokens_per_iteration);
+  const double seconds = WasteModel(batch, cost).decode_iteration_seconds();
   return floor_to_count(seconds * cost.link_bytes_per_second() / cost.kv_bytes_per_token());
 }
 

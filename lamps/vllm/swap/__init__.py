@@ -172,6 +172,10 @@ class LampsSwapConnector(KVConnectorBase_V1):
         """GPU blocks that return to the pool when the copies reading them end."""
         return self.scheduler_side.pending_free_blocks()
 
+    def lamps_link_backlog_tokens(self) -> tuple[int, int]:
+        """Tokens of the copies not yet ended, (out, in): what a new copy waits behind."""
+        return self.scheduler_side.backlog_tokens()
+
     def lamps_pace_loads(self, tokens_per_step: int | None) -> None:
         """Send at most `tokens_per_step` tokens of loads per step (None: whole loads)."""
         self.scheduler_side.pace_loads(tokens_per_step)

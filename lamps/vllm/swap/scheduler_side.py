@@ -63,6 +63,9 @@ class _State(enum.Enum):
     LOADING = "loading"  # swap-in sent, request in WAITING_FOR_REMOTE_KVS
 
 
+_OUTGOING = (_State.QUEUED, _State.SAVING)
+
+
 @dataclass
 class _Record:
     num_tokens: int
@@ -176,10 +179,16 @@ class SchedulerSide:
         return sum(
             1
             for record in self.records.values()
-            if record.state in (_State.QUEUED, _State.SAVING)
+            if record.state in _OUTGOING
             for block in record.held_blocks
             if block.ref_cnt == 1
         )
+
+    def backlog_tokens(self) -> tuple[int, int]:
+        """Tokens of the copies not yet ended, (out: queued or saving, in: loading)."""
+        out = sum(r.num_tokens for r in self.records.values() if r.state in _OUTGOING)
+        loads = sum(r.num_tokens for r in self.records.values() if r.state == _State.LOADING)
+        return out, loads
 
     def pace_loads(self, tokens_per_step: int | None) -> None:
         """Send at most `tokens_per_step` tokens of loads per step from now on (None: whole
