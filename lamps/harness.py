@@ -377,11 +377,12 @@ def model_runner_output(
     """One token per sampling request (a mapping gives each its own, else ``token_id``)."""
     from vllm.v1.outputs import ModelRunnerOutput
 
+    from lamps.vllm.compat import runner_output_ids
+
     tokens = sampled if isinstance(sampled, Mapping) else dict.fromkeys(sampled, token_id)
     req_ids = list(scheduler_output.num_scheduled_tokens)
     return ModelRunnerOutput(
-        req_ids=req_ids,
-        req_id_to_index={rid: i for i, rid in enumerate(req_ids)},
+        **runner_output_ids(req_ids),
         sampled_token_ids=[[tokens[rid]] if rid in tokens else [] for rid in req_ids],
         kv_connector_output=kv_connector_output,
     )

@@ -13,13 +13,15 @@ With `queue_size=1` it is the synchronous engine loop.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.core.sched.output import NewRequestData, SchedulerOutput
 from vllm.v1.engine import EngineCoreOutput
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
 from vllm.v1.request import RequestStatus
+
+from lamps.vllm.compat import runner_output_ids
 
 # Called with a step's SchedulerOutput when it is scheduled; returns the connector output
 # to attach when that step's result comes back (None: nothing to report).
@@ -108,8 +110,7 @@ class PipelinedDriver:
             view[0] = end + 1
         self._apply_aborts()
         mro = ModelRunnerOutput(
-            req_ids=req_ids,
-            req_id_to_index={r: i for i, r in enumerate(req_ids)},
+            **runner_output_ids(req_ids),
             sampled_token_ids=sampled,
             kv_connector_output=report() if report is not None else None,
         )
@@ -123,15 +124,17 @@ class PipelinedDriver:
         """(request, sequence length, computed) of the requests this step (re)starts.
 
         What the runner is sent at schedule time: a new request (sessions resuming after a
-        pause included) with its prompt, a resumed preempted one with all its tokens.
+        pause included) with its prompt, a resumed preempted one with all its tokens (as a new
+        request with `prefill_token_ids` from vLLM 0.34, and with the V2 model runner of 0.33).
         """
         snap = [
-            (r.req_id, len(r.prompt_token_ids or ()), r.num_computed_tokens)
+            (r.req_id, len(_prefill_tokens(r)), r.num_computed_tokens)
             for r in out.scheduled_new_reqs
         ]
         cached = out.scheduled_cached_reqs
+        resumed = getattr(cached, "resumed_req_ids", ())  # up to vLLM 0.33
         for i, req_id in enumerate(cached.req_ids):
-            if req_id in cached.resumed_req_ids:
+            if req_id in resumed:
                 tokens = cached.all_token_ids.get(req_id)
                 seq_len = (
                     len(tokens)
@@ -140,3 +143,10 @@ class PipelinedDriver:
                 )
                 snap.append((req_id, seq_len, cached.num_computed_tokens[i]))
         return snap
+
+
+def _prefill_tokens(new_request: NewRequestData) -> Sequence[int]:
+    """The tokens a new request is sent with: all of a resumed one's, else the prompt."""
+    if new_request.prefill_token_ids is not None:
+        return new_request.prefill_token_ids
+    return new_request.prompt_token_ids or ()

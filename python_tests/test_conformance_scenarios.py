@@ -900,9 +900,13 @@ def test_random_workload_keeps_the_invariants(
 
 
 def test_every_expected_failure_names_its_scenario_here() -> None:
+    import importlib
+
     from conformance.expected_failures import EXPECTED_FAILURES
 
-    kinds = {"ordering", "victim", "priority", "strategy", "construction"}
+    from lamps.vllm.compat import TESTED_VERSIONS
+
+    kinds = {"ordering", "victim", "priority", "strategy", "construction", "cache-aware"}
     seen = set()
     for entry in EXPECTED_FAILURES:
         assert entry.test.startswith("tests/") and "::" in entry.test, entry.test
@@ -911,4 +915,9 @@ def test_every_expected_failure_names_its_scenario_here() -> None:
         assert entry.kind in kinds, entry
         assert entry.assertion and entry.reason, entry
         assert set(entry.classes) <= {"LampsSyncScheduler", "LampsScheduler"}, entry
-        assert callable(globals().get(entry.scenario)), f"no scenario {entry.scenario}"
+        # Keyed by vLLM version: each one it is expected on is tested, with its lines.
+        assert entry.lines and set(entry.lines) <= set(TESTED_VERSIONS), entry.test
+        assert all(entry.lines.values()), entry.test
+        module, _, name = entry.scenario.rpartition("::")
+        where = vars(importlib.import_module(module.removesuffix(".py"))) if module else globals()
+        assert callable(where.get(name)), f"no scenario {entry.scenario}"

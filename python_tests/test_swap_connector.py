@@ -2,15 +2,18 @@
 
 The model runner is played by `SwapHarness.step`: it writes each scheduled token's KV into its
 block (a value derived from the token and its position), checks that every token computed in
-an earlier step still has its value, and wraps that fake forward in vLLM's own
-`KVConnectorModelRunnerMixin` with the worker-role connector installed as the KV transfer group,
-so the worker side runs exactly as in a vLLM model runner. Blocks nobody holds are overwritten
+an earlier step still has its value, and wraps that fake forward in vLLM's own connector driver
+of its model runner (`KVConnectorModelRunnerMixin` up to vLLM 0.33; vLLM 0.34 removed that
+runner, and its remaining one drives connectors with `ActiveKVConnector`) with the worker-role
+connector installed as the KV transfer group, so the worker side runs exactly as in a vLLM
+model runner. Blocks nobody holds are overwritten
 after every step, so a swap-in that did not restore the data is caught.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -22,8 +25,8 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorRole
 from vllm.forward_context import set_forward_context
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.kv_cache_layout import KVCacheLayout
+from vllm.v1.outputs import KVConnectorOutput
 from vllm.v1.request import RequestStatus
-from vllm.v1.worker.kv_connector_model_runner_mixin import KVConnectorModelRunnerMixin
 from vllm.v1.worker.utils import allocate_kv_cache
 
 from lamps.harness import (
@@ -38,6 +41,7 @@ from lamps.harness import (
 )
 from lamps.swap import SwapEngine, SwapError
 from lamps.vllm import LampsSyncScheduler
+from lamps.vllm.compat import VLLM_VERSION
 from lamps.vllm.swap import LampsSwapConnector, LampsSwapMetadata, SwapConfig, host_pool_blocks
 
 BLOCK_SIZE = 16
@@ -94,7 +98,15 @@ class SwapHarness:
         self.kv_caches = allocate_kv_cache(
             self.kv_cache_config, torch.device("cpu"), KVCacheLayout.LBHNC
         )
-        self.worker.register_kv_caches(self.kv_caches)
+        self._driver: Any = None  # vLLM 0.34: the runner's ActiveKVConnector
+        if VLLM_VERSION[:2] <= (0, 33):
+            self.worker.register_kv_caches(self.kv_caches)
+        else:
+            from vllm.v1.worker.gpu.kv_connector import ActiveKVConnector
+
+            with mock.patch.object(kv_transfer_state, "_KV_CONNECTOR_AGENT", self.worker):
+                # It registers the KV caches with the worker-role connector, as the runner does.
+                self._driver = ActiveKVConnector(self.vllm_config, self.kv_caches)
         self.metas: list[LampsSwapMetadata] = []
         self.loaded_tokens: dict[str, int] = {}
 
@@ -134,19 +146,41 @@ class SwapHarness:
         self.metas.append(meta)
         for job in meta.swap_in:
             self.loaded_tokens[job.request_id] = len(job.block_ids)
+
+        def forward() -> None:
+            for request_id, n in out.num_scheduled_tokens.items():
+                self._check_and_write(request_id, n)
+
         with (
             mock.patch.object(kv_transfer_state, "_KV_CONNECTOR_AGENT", self.worker),
             set_forward_context(None, self.vllm_config),
-            KVConnectorModelRunnerMixin.maybe_get_kv_connector_output(out) as kv_output,
         ):
-            assert kv_output is not None  # the mixin found the worker-role connector
-            for request_id, n in out.num_scheduled_tokens.items():
-                self._check_and_write(request_id, n)
+            kv_output = self._forward_with_connector(out, forward)
         sampling = sampling_requests(self.scheduler, out)
         runner_output = model_runner_output(out, sampling, 9, kv_connector_output=kv_output)
         self.scheduler.update_from_output(out, runner_output)
         self._scribble_free_blocks()
         return out
+
+    def _forward_with_connector(
+        self, out: Any, forward: Callable[[], None]
+    ) -> KVConnectorOutput | None:
+        """Run `forward` inside the model runner's connector calls; the step's connector output."""
+        if self._driver is None:
+            from vllm.v1.worker.kv_connector_model_runner_mixin import (
+                KVConnectorModelRunnerMixin,
+            )
+
+            with KVConnectorModelRunnerMixin.maybe_get_kv_connector_output(out) as kv_output:
+                assert kv_output is not None  # the mixin found the worker-role connector
+                forward()
+            return kv_output
+        self._driver.pre_forward(out)
+        forward()
+        self._driver.finish_forward()
+        kv_output = self._driver.post_forward(out.finished_req_ids)
+        assert kv_output is not None  # the driver is active
+        return kv_output
 
     def step_until(self, condition: Any, limit: int = 200) -> None:
         for _ in range(limit):

@@ -44,7 +44,7 @@ from lamps import CostModel
 from lamps.baselines.continuum_ttl import ToolHistory, code_ttl, paper_ttl
 from lamps.baselines.ordered_queue import OrderedQueue
 from lamps.baselines.program_pins import ProgramPins
-from lamps.vllm.compat import SchedulerHooks
+from lamps.vllm.compat import SchedulerHooks, admitted_req_ids
 from lamps.vllm.hints import HINTS_KEY
 from lamps.vllm.parking import is_paused
 from lamps.vllm.pausing import KvPauses
@@ -232,9 +232,7 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
         now = self._clock()
-        admitted = [r.req_id for r in scheduler_output.scheduled_new_reqs]
-        admitted += scheduler_output.scheduled_cached_reqs.resumed_req_ids
-        for request_id in admitted:
+        for request_id in admitted_req_ids(scheduler_output):
             request = self.requests[request_id]
             self.program_pins.turn_admitted(self.program_of(request))
             queued_at = self._queued_at.pop(request_id, None)

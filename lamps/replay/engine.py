@@ -312,7 +312,7 @@ class SimEngine:
         sched = self.scheduler
         kv_output = self._connector_output()
         if kv_output is not None:
-            sched.update_from_output(out, ModelRunnerOutput([], {}, kv_connector_output=kv_output))
+            sched.update_from_output(out, ModelRunnerOutput.with_kv_conn_output_only(kv_output))
             return True
         sched.update_from_output(out, EMPTY_MODEL_RUNNER_OUTPUT)
         upcoming = [self._events[0][0]] if self._events else []

