@@ -33,36 +33,79 @@ def _finite(x: float, cap: float) -> float:
     return cap if math.isinf(x) or math.isnan(x) else x
 
 
+def _bounds(value: Any, cap: float, floor: float) -> tuple[float, float, float]:
+    """(mean, low, high) drawable: infinite at the cap, no interval (one seed) as none."""
+    mean = _finite(value.mean, cap)
+    low = mean if math.isnan(value.low) else max(_finite(value.low, cap), floor)
+    high = mean if math.isnan(value.high) else _finite(value.high, cap)
+    return mean, min(low, mean), max(high, mean)
+
+
+def _log_scale(values: Sequence[float]) -> bool:
+    """A log axis only where the values span more than LINEAR_SPAN times (or reach 0)."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if not positive:
+        return False
+    return max(positive) / min(positive) > LINEAR_SPAN
+
+
+LINEAR_SPAN = 20.0
+"""Largest max/min ratio of a panel's values still drawn on a linear axis."""
+
+
 def plot_latency(
     rows: Sequence[dict[str, Any]], path: Path, *, slo: float | None = None, banner: str = ""
 ) -> Path:
-    """Each panel: a metric against the rate, one line per policy, 95% intervals as bands.
+    """Each panel: a metric against the load, one line per policy, 95% intervals as bands; with
+    one load only, a bar per policy with its interval.
 
-    An infinite value (P99 TTFT with > 1% of requests never served) is drawn at the top.
-    Closed-loop rows (``users``) are drawn against the number of users, per-turn metrics."""
+    An infinite value (a tail latency with requests never served) is drawn at the top. Linear
+    axes unless the values span more than LINEAR_SPAN times. Closed-loop rows (``users``) are
+    drawn against the number of users, per-turn metrics."""
     axis = load_axis(rows)
     panels = USERS_PANELS if axis.key == "users" else PANELS
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.9))
     aggs = aggregate(rows, [k for k, _ in panels], by=("policy", axis.key))
     policies = sorted({a["policy"] for a in aggs})
+    loads = sorted({a[axis.key] for a in aggs})
     for ax, (key, label) in zip(axes, panels, strict=True):
         finite = [a[key].mean for a in aggs if math.isfinite(a[key].mean)]
-        cap = max(finite) * 3 if finite else 1.0
-        for policy in policies:
-            group = sorted((a for a in aggs if a["policy"] == policy), key=lambda a: a[axis.key])
-            x = [a[axis.key] for a in group]
-            y = [_finite(a[key].mean, cap) for a in group]
-            lo = [max(_finite(a[key].low, cap), 1e-6) for a in group]
-            hi = [_finite(a[key].high, cap) for a in group]
-            (line,) = ax.plot(x, y, marker="o", ms=3, label=policy)
-            ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+        cap = max(finite) * 1.5 if finite else 1.0
+        log = _log_scale(finite)
+        floor = min((v for v in finite if v > 0), default=1.0) / 2 if log else 0.0
+        if len(loads) == 1:
+            by_policy = {a["policy"]: _bounds(a[key], cap, floor) for a in aggs}
+            means = [by_policy[p][0] for p in policies]
+            pairs = list(zip(policies, means, strict=True))
+            errors = [
+                [m - by_policy[p][1] for p, m in pairs],
+                [by_policy[p][2] - m for p, m in pairs],
+            ]
+            colors = [f"C{i}" for i in range(len(policies))]
+            ax.bar(policies, means, yerr=errors, color=colors, capsize=3)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+            ax.set_xlabel(f"{loads[0]:g} {'users' if axis.key == 'users' else 'requests/s'}")
+        else:
+            for policy in policies:
+                group = sorted(
+                    (a for a in aggs if a["policy"] == policy), key=lambda a: a[axis.key]
+                )
+                x = [a[axis.key] for a in group]
+                y, lo, hi = (list(v) for v in zip(*(_bounds(a[key], cap, floor) for a in group),
+                                                   strict=True))  # fmt: skip
+                (line,) = ax.plot(x, y, marker="o", ms=3, label=policy)
+                ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+            ax.set_xlabel("users" if axis.key == "users" else "arrival rate (requests/s)")
         if slo is not None and key == axis.knee_metric:
             ax.axhline(slo, color="k", ls="--", lw=1, label=f"SLO {slo:g} s")
-        ax.set_xlabel("users" if axis.key == "users" else "arrival rate (requests/s)")
         ax.set_ylabel(label, fontsize=8)
-        ax.set_yscale("log")
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=7)
+    if len(loads) > 1 or slo is not None:
+        axes[0].legend(fontsize=7)
     if banner:
         fig.suptitle(banner, fontsize=8)
     fig.tight_layout()
