@@ -14,7 +14,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from lamps.baselines.infercept_model import constants_for, discard_waste
 from lamps.replay.engine import RequestRecord, SimEngine
 from lamps.replay.metrics import REQUIRED_KEYS, read_rows, summarize, write_results
-from lamps.replay.policies import ABLATIONS, POLICY_NAMES, make_policy
+from lamps.replay.policies import ABLATIONS, POLICY_NAMES, STATELESS_ABLATIONS, make_policy
 from lamps.replay.profiles import GIB, GpuProfile, get_profile
 from lamps.replay.report import format_table
 from lamps.replay.runner import ReplayConfig, arrivals_for
@@ -322,14 +322,15 @@ def test_cli_names_a_missing_module_and_how_to_get_it(module: str, tmp_path: Pat
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("name", sorted(ABLATIONS))
+@pytest.mark.parametrize("name", sorted([*ABLATIONS, *STATELESS_ABLATIONS]))
 def test_ablation_policies_run_lamps_with_their_switch(
     runs: dict[str, _Watched], name: str
 ) -> None:
     config = runs[name].scheduler.lamps_config  # type: ignore[attr-defined]
-    switches, _ = ABLATIONS[name]
+    switches, _ = {**ABLATIONS, **STATELESS_ABLATIONS}[name]
     assert {key: getattr(config, key) for key in switches} == switches
     # Everything else is the default LAMPS configuration.
-    default = runs["lamps"].scheduler.lamps_config  # type: ignore[attr-defined]
+    base = "lamps-stateless" if name in STATELESS_ABLATIONS else "lamps"
+    default = runs[base].scheduler.lamps_config  # type: ignore[attr-defined]
     others = {f: getattr(config, f) for f in vars(config) if f not in switches}
     assert others == {f: getattr(default, f) for f in others}

@@ -276,3 +276,24 @@ def test_intact_finds_the_cached_prefix_of_a_parked_turn() -> None:
     assert turn.intact() == 4321
     blocks[0].block_hash = "reused"  # a shared head freed earlier went first
     assert turn.intact() == 0
+
+
+@pytest.mark.parametrize("aware", [True, False])
+def test_a_turn_whose_prefix_is_parked_ranks_before_an_equal_new_one(
+    make_vllm_scheduler: Any, aware: bool
+) -> None:
+    # Session "s" parked 192 tokens; "new" (another session, first turn) arrives first with a
+    # prompt as long as s's next one. With 64-token steps s's turn owes one chunk of prefill,
+    # new's four.
+    cfg = {"log_interval_s": 0.0, "allow_swap": False, "session_prefix_aware": aware}
+    sched = make_vllm_scheduler(LampsSyncScheduler, num_blocks=64, max_num_seqs=8,
+                                max_num_batched_tokens=64, additional_config={"lamps": cfg})  # fmt: skip
+    sched.test_step_seconds, sched.test_clock = 0.0, SettableClock(100.0)
+    sched.set_clock(sched.test_clock)
+    context = turn(sched, "t1", list(range(1, 200)))
+    sched.add_request(make_request("new", list(range(5000, 5000 + len(context) + 3)),
+                                   max_tokens=2, session_id="other"))  # fmt: skip
+    sched.add_request(make_request("t2", [*context, 11, 12, 13], max_tokens=2, session_id="s"))
+    out, _ = step(sched)
+    first = out.scheduled_new_reqs[0].req_id
+    assert first == ("t2" if aware else "new")

@@ -63,3 +63,20 @@ ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
 }
 """Name -> (switches, meaning). ``lamps-no-rank`` (ranking off) and ``lamps-oracle`` (no noise)
 are the other two ablations, registered with the main policies."""
+
+STATELESS_ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "lamps-stateless-no-parking": (
+        {"sessions": False},
+        "no session parking: a finished turn is left to vLLM's prefix cache, as without LAMPS",
+    ),
+    "lamps-stateless-no-swap": (
+        {"allow_swap": False},
+        "parked turns pinned or left to the prefix cache, never copied to host memory",
+    ),
+    "lamps-stateless-prefix-blind": (
+        {"session_prefix_aware": False},
+        "a turn ranked as if it owed its whole prompt's prefill (the prefix its session's "
+        "parked turn covers not counted)",
+    ),
+}
+"""The same over the OpenAI API (`lamps-stateless` with one switch)."""

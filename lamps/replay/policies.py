@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from lamps.replay.ablations import ABLATIONS
+from lamps.replay.ablations import ABLATIONS, STATELESS_ABLATIONS
 from lamps.workloads import Arrival
 
 ApiMode = Literal["session", "stateless"]
@@ -405,6 +405,16 @@ register(
     "an API pause, its turn pinned, left to the prefix cache or swapped (lamps.vllm.sessions)",
     noisy=True,
 )
+
+for _name, (_switches, _what) in STATELESS_ABLATIONS.items():
+    register(
+        _name,
+        lambda c, name=_name, switches=_switches: LampsStatelessPolicy(
+            name, c.cost_config, noise=c.noise, seed=c.seed, switches=switches
+        ),
+        f"ablation, LAMPS over the OpenAI API with {_switches}: {_what}",
+        noisy=True,
+    )
 
 from lamps.replay import agent_policies  # noqa: E402, F401  (registers vllm-offload, thunderagent)
 

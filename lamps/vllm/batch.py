@@ -21,9 +21,12 @@ MAX_ITERATION_SECONDS = 1.0
 # Time constant of the allocation rate's average: it decides which parked KV survives a gap
 # of seconds, so it follows the last seconds of load, not the last step (a decode step and a
 # prefill step differ a hundredfold). Each step weighs at least ALLOCATION_RATE_MIN_WEIGHT, so
-# a burst of short steps moves it within tens of steps.
+# a burst of short steps moves it within tens of steps. A rising rate counts faster (at least
+# ALLOCATION_RATE_RISE_MIN_WEIGHT a step): pinning too early is undone under pressure, a turn
+# evicted because the load was seen late is lost.
 ALLOCATION_RATE_SECONDS = 5.0
 ALLOCATION_RATE_MIN_WEIGHT = 0.05
+ALLOCATION_RATE_RISE_MIN_WEIGHT = 0.25
 
 
 def estimate_cached_tokens(
@@ -81,9 +84,10 @@ class BatchEstimator:
             if dt > 0:
                 rate = self.tokens_per_iteration / dt
                 prev_rate = self._tokens_per_second
-                weight = max(
-                    1.0 - math.exp(-dt / ALLOCATION_RATE_SECONDS), ALLOCATION_RATE_MIN_WEIGHT
-                )
+                floor = ALLOCATION_RATE_MIN_WEIGHT
+                if prev_rate is not None and rate > prev_rate:
+                    floor = ALLOCATION_RATE_RISE_MIN_WEIGHT
+                weight = max(1.0 - math.exp(-dt / ALLOCATION_RATE_SECONDS), floor)
                 self._tokens_per_second = (
                     rate if prev_rate is None else prev_rate + weight * (rate - prev_rate)
                 )

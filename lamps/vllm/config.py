@@ -97,6 +97,7 @@ class LampsConfig:
     release_paused_under_pressure: bool = True
     max_preemptions: int = 2
     sessions: bool = True
+    session_prefix_aware: bool = True
     session_idle_timeout_s: float = 300.0
     session_max_pin_s: float = 60.0
     session_max_parked_fraction: float = 0.5
@@ -135,6 +136,7 @@ class LampsConfig:
         _check_float(self.starvation_seconds, "starvation_seconds")
         _check_float(self.starvation_factor, "starvation_factor")
         _check_bool(self.sessions, "sessions")
+        _check_bool(self.session_prefix_aware, "session_prefix_aware")
         _check_float(self.session_idle_timeout_s, "session_idle_timeout_s")
         _check_float(self.session_max_pin_s, "session_max_pin_s")
         _check_float(self.session_max_parked_fraction, "session_max_parked_fraction")
@@ -241,7 +243,10 @@ def served_kv_bytes_per_token(kv_cache_config: Any) -> float | None:
 def _parse_env(key: str, raw: str) -> Any:
     if key == "profile" or key in CHOICES:
         return raw
-    if key in ("ranking", "allow_swap", "sessions", "release_paused_under_pressure"):
+    if key in (
+        "ranking", "allow_swap", "sessions", "session_prefix_aware",
+        "release_paused_under_pressure",
+    ):  # fmt: skip
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True

@@ -194,7 +194,8 @@ class _LampsMixin(SchedulerHooks):
             # owe only the prefill its parked turn does not cover.
             hints, continues = self._sessions.forecast_hints(request, hints)
             tool, made = self._sessions.history_key(request, hints)
-            reusable = self._sessions.reusable_tokens(request)
+            if self.lamps_config.session_prefix_aware:
+                reusable = self._sessions.reusable_tokens(request)
         turn = self.forecaster.turn(hints, request.max_tokens, continues)
         rest = None
         if self.lamps_config.score_horizon == "life":
