@@ -31,6 +31,8 @@ from typing import Any
 
 import aiohttp
 
+KEEPALIVE_SECONDS = 2.0
+"""How long the client keeps an idle connection for the next request."""
 RETRYABLE_STATUS = frozenset({408, 429})
 """HTTP statuses below 500 that say "try again" (timeout, too many requests)."""
 
@@ -98,8 +100,10 @@ class CompletionClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> CompletionClient:
-        # No connection limit: a client-side queue would add to the server's TTFT.
-        connector = aiohttp.TCPConnector(limit=0)
+        # No connection limit: a client-side queue would add to the server's TTFT. An idle
+        # connection is closed well before a server's keep-alive timeout (uvicorn's, vLLM's:
+        # 5 s), so a turn never reuses one the server is closing at that moment.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, headers=self._headers
         )
