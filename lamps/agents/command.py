@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import random
 import secrets
 import shlex
@@ -245,6 +246,8 @@ def run_agents(args: argparse.Namespace, argv: Sequence[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "lamps " + " ".join(shlex.quote(a) for a in argv)
     header = {"provenance": prov.as_dict(), "command": command, "slo_ttft_p95": args.slo}
+    if args.append:
+        header["earlier_commands"] = earlier_commands(out / "results.json")
     banner = prov.banner()
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -286,6 +289,16 @@ def run_agents(args: argparse.Namespace, argv: Sequence[str]) -> int:
               file=sys.stderr)  # fmt: skip
         return 130
     return 0
+
+
+def earlier_commands(results: Path) -> list[str]:
+    """The commands whose rows an ``--append`` keeps (none when there is no results.json)."""
+    if not results.exists():
+        return []
+    data = json.loads(results.read_text())
+    if not isinstance(data, dict):
+        return []
+    return [*data.get("earlier_commands", []), *([data["command"]] if "command" in data else [])]
 
 
 def _print_accounting(row: dict[str, Any]) -> None:
