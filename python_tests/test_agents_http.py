@@ -35,6 +35,11 @@ from lamps.workloads.coding import TracedConversation, parse_coding_trace
 SCALE = 0.25  # a 64-token trace block becomes 16 tokens
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that went away mid-stream (the run ended): nothing to report
+
+
 class StandInServer:
     """A completions server on 127.0.0.1 that streams as vLLM does, and fails on purpose.
 
@@ -119,11 +124,6 @@ class StandInServer:
                 self.wfile.write(b"data: [DONE]\n\n")
 
         return Handler
-
-
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that went away mid-stream (the run ended): nothing to report
 
 
 def three_traces(directory: Path, *, think: float = 0.05) -> Path:
@@ -326,6 +326,28 @@ def test_interrupt_writes_what_it_has_without_vllm(tmp_path: Path) -> None:
     assert row["turns_done"] >= 1 and row["turns_cut"] >= 1
     assert row["turns_sent"] == row["turns_done"] + row["turns_failed"] + row["turns_cut"]
     assert "p95 TTFT s" in stdout
+
+
+@pytest.mark.parametrize("module", ["aiohttp", "matplotlib"])
+def test_a_missing_module_is_named_with_how_to_get_it(module: str, tmp_path: Path) -> None:
+    argv = agents("http://127.0.0.1:9/v1", tmp_path, tmp_path / "out", "--users", "1")
+    code = (f"import sys; sys.modules[{module!r}] = None; from lamps.cli import main; "
+            f"sys.exit(main({argv!r}))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"`lamps agents` needs module {module!r}: install" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_append_keeps_the_earlier_commands(tmp_path: Path) -> None:
+    from lamps.agents.command import earlier_commands
+
+    path = tmp_path / "results.json"
+    assert earlier_commands(path) == []
+    path.write_text(json.dumps({"command": "lamps agents --label b", "rows": [],
+                                "earlier_commands": ["lamps agents --label a"]}))  # fmt: skip
+    assert earlier_commands(path) == ["lamps agents --label a", "lamps agents --label b"]
 
 
 def test_a_bad_trace_gets_the_loaders_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -179,8 +179,7 @@ class AgentsRun:
                 self.hints.observe_gap(conv.kind, self.now() - rec.turns[-1].finish)
             body["vllm_xargs"] = self.hints.xargs(conv.kind, last=last)
         rec.segment = k
-        turn = HttpTurn(k, self.now(), self.tokens.input_tokens(rec, k))
-        turn.expected_output = expected
+        turn = HttpTurn(k, self.now(), self.tokens.input_tokens(rec, k), expected_output=expected)
         rec.turns.append(turn)
         self.counts["in flight"] += 1
         try:
@@ -238,8 +237,6 @@ class AgentsRun:
         except asyncio.CancelledError:
             interrupted = _absorb_cancel()
         end = min(self.now(), self.settings.duration)
-        if self._error is not None:
-            raise self._error
         for rec in self.records:
             for t in rec.turns:
                 if isinstance(t, HttpTurn) and t.status == SENT:
@@ -250,6 +247,8 @@ class AgentsRun:
         closed = 0
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._error is not None:
+                raise self._error
             closed = await self._close_sessions()
         except asyncio.CancelledError:
             interrupted = _absorb_cancel()
