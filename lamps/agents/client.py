@@ -125,11 +125,15 @@ class CompletionClient:
         url = f"{self.base_url}/models"
         try:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as r:
-                if r.status != 200:
-                    raise ValueError(f"{url}: HTTP {r.status}: {(await r.text())[:200]}")
-                return list((await r.json(content_type=None))["data"])
-        except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, TypeError) as e:
-            raise ValueError(f"{url}: no OpenAI-compatible server answers there ({e!r})") from e
+                status, text = r.status, await r.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise ValueError(f"{url}: no server answers there ({type(e).__name__}: {e})") from e
+        if status != 200:
+            raise ValueError(f"{url}: HTTP {status}: {text[:200]}")
+        try:
+            return list(json.loads(text)["data"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{url}: not an OpenAI model list: {text[:200]!r}") from e
 
     async def metrics_text(self) -> str | None:
         """The server's Prometheus ``/metrics`` (beside ``/v1``), or None where it has none."""

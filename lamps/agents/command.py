@@ -243,7 +243,6 @@ def run_agents(args: argparse.Namespace, argv: Sequence[str]) -> int:
         max_tool_seconds=args.max_tool_seconds,
     )  # fmt: skip
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     command = "lamps " + " ".join(shlex.quote(a) for a in argv)
     header = {"provenance": prov.as_dict(), "command": command, "slo_ttft_p95": args.slo}
     if args.append:
@@ -255,6 +254,7 @@ def run_agents(args: argparse.Namespace, argv: Sequence[str]) -> int:
     def on_row(row: dict[str, Any], turns: list[Any], convs: list[Any]) -> None:
         append = args.append or bool(rows)
         rows.append(row)
+        out.mkdir(parents=True, exist_ok=True)
         write_jsonl(out / "turns.jsonl", turns, append=append)
         write_jsonl(out / "conversations.jsonl", convs, append=append)
         everything = merged_rows(out, rows) if args.append else rows
