@@ -7,6 +7,7 @@ single-engine replay. Only the GPU is simulated (the replay's engine model).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,3 +369,21 @@ def test_users_flow_through_a_cluster_starts_next_traces(tmp_path: Path) -> None
     assert {a.index for a in flow.started} <= {r.arrival.index for r in result.records}
     assert result.stopped_at == pytest.approx(max(90.0, max(e.now for e in cluster.engines)))
     assert sum(1 for e in cluster.engines if e.turns) >= 2
+
+
+def test_cli_engines_and_router(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from lamps.cli import main
+
+    traces = write(tmp_path / "traces", {"a.json": trace(extending(3), "a")})
+    out = tmp_path / "out"
+    argv = ["replay", "--trace", str(traces), "--users", "2", "--duration", "30", "--seeds", "0"]
+    argv += ["--profile", "llama31-8b-h100-128k", "--jobs", "1", "--no-plots", "--allow-dirty"]
+    argv += ["--policies", "lamps-stateless", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main([*argv, "--engines", "2"])
+    assert "2 engines need a router policy" in capsys.readouterr().err
+    assert main([*argv, "--engines", "2", "--router", "lamps-aware"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert (data["config"]["engines"], data["config"]["router"]) == (2, "lamps-aware")
+    (row,) = data["rows"]
+    assert (row["engines"], row["router"], len(row["per_engine"])) == (2, "lamps-aware", 2)
