@@ -256,9 +256,9 @@ def _cases() -> list[tuple[str, str]]:
     # Session mode: lamps and infercept (vllm-preserve deadlocks on this small KV, as on one
     # engine: paused sessions hold it all).
     policies = ("vllm", "lamps-stateless", "lamps", "infercept")
-    return [
-        (r, p) for r in ALL_ROUTERS for p in policies if r != "lamps-aware" or p.startswith("lamps")
-    ]
+    cases = [(r, p) for r in ALL_ROUTERS for p in policies if r != "lamps-aware" or "lamps" in p]
+    # ThunderAgent whole: its placement here, its admission on every engine (its policy).
+    return [*cases, ("thunderagent", "thunderagent"), ("session-affine", "vllm-offload")]
 
 
 @pytest.mark.parametrize(("router", "policy"), _cases())

@@ -3,8 +3,8 @@
 - ``thunderagent``: ThunderAgent's placement of programs over backends by KV capacity
   (``HaoKang-Timmy/ThunderAgent`` at 260e227, ``ThunderAgent/scheduler/router.py``, R; the
   accounting, ``lamps.baselines.thunderagent_router``). Its admission (holding a program's
-  requests while the backends are full) is the ``thunderagent`` replay policy of each engine,
-  not the router's part here.
+  requests while the backends are full) is not the router's part here: run the engines with
+  the ``thunderagent`` policy (``lamps.baselines.thunderagent``, one backend each) for both.
 - ``lamps-aware``: a new session goes to the engine whose LAMPS memory over time is lowest
   (``lamps_memory_over_time_token_seconds``, ``LampsScheduler.lamps_memory_over_time``,
   docs/many-engines.md); a session sticks until its engine holds none of its KV.
