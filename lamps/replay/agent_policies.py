@@ -70,7 +70,7 @@ class ProxyTimer:
 
     def __init__(self, scheduler: ThunderAgentScheduler) -> None:
         self._scheduler = scheduler
-        self.blocks_started: dict[str, int] = {}  # it moves no KV
+        self.blocks_started: dict[str, int] = {"out": 0, "in": 0}  # it moves no KV
 
     def step(self, out: SchedulerOutput) -> KVConnectorOutput | None:
         """No connector: nothing to report."""

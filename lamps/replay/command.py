@@ -67,6 +67,7 @@ def add_replay_parser(sub: Any) -> None:
     """Adds the ``replay`` subcommand to the ``lamps`` parser."""
     from lamps.replay.policies import describe_policies
     from lamps.replay.profiles import ENGINE_SETTINGS, PROFILES
+    from lamps.replay.routers import describe_routers, router_names
     from lamps.workloads import (
         BUILTIN_TRACES,
         CODING_TRACES,
@@ -81,7 +82,10 @@ def add_replay_parser(sub: Any) -> None:
         description="Replays augmented-LLM requests through vLLM's real scheduler on a "
         "simulated GPU clock (or, with --engine real, a real vLLM engine on CPU) and compares "
         "scheduling policies with identical arrivals. With no options: the quick run (one "
-        "rate, two seeds, 300 s).\n\npolicies and the source each follows:\n" + describe_policies(),
+        "rate, two seeds, 300 s).\n\npolicies and the source each follows:\n"
+        + describe_policies()
+        + "\n\nrouter policies (--engines N --router R):\n"
+        + describe_routers(),
     )
     traces = ", ".join(f"builtin:{n}" for n in (*BUILTIN_TRACES, *GENERATED_TRACES, *CODING_TRACES))
     src = r.add_mutually_exclusive_group()
@@ -167,6 +171,18 @@ def add_replay_parser(sub: Any) -> None:
         default=None,
         help="only policies of this API mode (stateless: each turn a new request)",
     )
+    r.add_argument(
+        "--engines",
+        type=int,
+        default=1,
+        help="engines behind the router, each with the policy (default 1; more need --router)",
+    )
+    r.add_argument(
+        "--router",
+        choices=router_names(),
+        default=None,
+        help="router policy placing requests on the engines (default: none, one engine)",
+    )
     r.add_argument("--warmup", type=float, default=0.1, help="steady window start, fraction")
     r.add_argument("--cutoff", type=float, default=0.8, help="steady window arrivals end, fraction")
     r.add_argument(
@@ -243,6 +259,8 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     users = args.users or ()
     if users and real:
         raise ValueError("--users: the real-engine check replays Poisson arrivals (--qps)")
+    if real and (args.engines != 1 or args.router is not None):
+        raise ValueError("--engines, --router: the real-engine check runs one engine")
     given: dict[str, Any] = {
         "policies": policies,
         "qps": () if users else args.qps,
@@ -273,6 +291,8 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         stop_past=args.stop_past or None,
         users=users,
         warm_prefix=args.warm_prefix,
+        engines=args.engines,
+        router=args.router,
     )
     prov = provenance()  # after the options are known good: their errors come first
     require_clean(prov, args.allow_dirty)
@@ -293,7 +313,9 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(
         f"lamps replay: {workload.name if not args.synthetic else 'synthetic'} "
         f"(engine={args.engine}, "
-        f"profile={config.profile}, settings={config.engine}, hidden={config.hidden_fraction:g}), "
+        f"profile={config.profile}, settings={config.engine}, hidden={config.hidden_fraction:g}"
+        + (f", {config.engines} engines behind {config.router}" if config.router else "")
+        + "), "
         f"policies={','.join(config.policies)}, {axis.key}="
         f"{','.join(f'{q:g}' for q in config.loads)}, "
         f"duration={config.duration:g}s, seeds={','.join(map(str, config.seed_list))}\n"

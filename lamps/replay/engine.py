@@ -43,7 +43,7 @@ from typing import Any
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.metrics.stats import PrefillStats
-from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, KVConnectorOutput, ModelRunnerOutput
+from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
 
 from lamps.harness import (
     attention_spec,
@@ -162,6 +162,9 @@ class SimEngine:
         self.compute_seconds = 0.0
         self.records: list[RequestRecord] = []
         self.unfinished = 0
+        self.iterations = 0
+        self._step: tuple[SchedulerOutput, dict[str, int]] | None = None  # the step in flight
+        self.step_end: float | None = None
         for a in flow.initial():
             self._add(a)
 
@@ -307,82 +310,83 @@ class SimEngine:
             by_id[req_id].service_seconds += dt
         return dt
 
-    def _idle(self, out: SchedulerOutput) -> bool:
-        """Nothing scheduled: report transfers or jump to the next event. False: stop."""
-        sched = self.scheduler
-        kv_output = self._connector_output()
-        if kv_output is not None:
-            sched.update_from_output(out, ModelRunnerOutput.with_kv_conn_output_only(kv_output))
-            return True
-        sched.update_from_output(out, EMPTY_MODEL_RUNNER_OUTPUT)
-        upcoming = [self._events[0][0]] if self._events else []
-        swap_end = self._swap_worker.next_end()
-        if swap_end is not None:
-            upcoming.append(swap_end)
-        if not upcoming:
-            raise RuntimeError(
-                f"replay stalled at t={self.now:.3f}s under {self.policy.name}: "
-                f"{self.unfinished} requests unfinished, none schedulable, no pending events"
-            )
-        nxt = min(upcoming)
-        if self.stop_at is not None and nxt >= self.stop_at:
-            self.now = max(self.now, self.stop_at)
-            return False
-        self.now = max(self.now, nxt)
-        return True
+    def next_wake(self) -> float | None:
+        """When an idle engine has work again: its next event or copy end (None: never)."""
+        ends = [self._events[0][0] if self._events else None, self._swap_worker.next_end()]
+        return min((t for t in ends if t is not None), default=None)
 
     def _snapshot(self) -> None:
         """The steady window ends: remember each record's output tokens so far."""
         for rec in self.records:
             rec.tokens_at_window = rec.output_tokens
 
+    def begin_step(self) -> float | None:
+        """Schedules at ``now``: the step's end, ``now`` (copies reported) or None (idle)."""
+        self._deliver_events()
+        out = self.scheduler.schedule()
+        self._start_transfers(out)
+        if out.total_num_scheduled_tokens == 0:
+            kv = self._connector_output()
+            self.scheduler.update_from_output(out, ModelRunnerOutput.with_kv_conn_output_only(kv))
+            return None if kv is None else self.now
+        self.iterations += 1
+        sampled: dict[str, int] = {}
+        self.step_end = self.now + self._step_time(out, sampled)
+        self._step = (out, sampled)
+        return self.step_end
+
+    def finish_step(self) -> None:
+        """The step in flight ends at ``step_end``: its outputs reach the scheduler."""
+        assert self._step is not None and self.step_end is not None, "no step in flight"
+        (out, sampled), self._step = self._step, None
+        self.now, self.step_end = self.step_end, None
+        mro = model_runner_output(out, sampled, kv_connector_output=self._connector_output())
+        engine_outputs = self.scheduler.update_from_output(out, mro)
+        for eco in engine_outputs.values():
+            for o in eco.outputs:
+                rec = self._by_id[o.request_id]
+                if o.prefill_stats is not None:
+                    _note_prefill(rec.turns[-1], o.prefill_stats)
+                if o.new_token_ids:
+                    k = len(o.new_token_ids)
+                    rec.output_tokens += k
+                    rec.segment_tokens += k
+                    if rec.first_token_time is None:
+                        rec.first_token_time = self.now
+                    if rec.turns[-1].first_token is None:
+                        rec.turns[-1].first_token = self.now
+                if o.finish_reason is not None:
+                    self._segment_done(rec)
+        self.policy.after_iteration(self.now)
+        self._kv.add(self.now, self.scheduler.kv_cache_manager.usage)
+
     def run(self) -> RunResult:
         """Replays every arrival to completion (or to ``stop_at``) and returns the records."""
         wall = time.perf_counter()
-        sched = self.scheduler
-        iterations = 0
         stop_at = self.stop_at if self.stop_at is not None else float("inf")
         window_end = self.window_end if self.window_end is not None else float("inf")
         while self.unfinished and self.now < stop_at:
             if self.now >= window_end:
                 self._snapshot()
                 window_end = float("inf")
-            self._deliver_events()
-            out = sched.schedule()
-            self._start_transfers(out)
-            if out.total_num_scheduled_tokens == 0:
-                if not self._idle(out):
-                    break
-                continue
-            iterations += 1
-            sampled: dict[str, int] = {}
-            self.now += self._step_time(out, sampled)
-            mro = model_runner_output(out, sampled, kv_connector_output=self._connector_output())
-            engine_outputs = sched.update_from_output(out, mro)
-            for eco in engine_outputs.values():
-                for o in eco.outputs:
-                    rec = self._by_id[o.request_id]
-                    if o.prefill_stats is not None:
-                        _note_prefill(rec.turns[-1], o.prefill_stats)
-                    if o.new_token_ids:
-                        k = len(o.new_token_ids)
-                        rec.output_tokens += k
-                        rec.segment_tokens += k
-                        if rec.first_token_time is None:
-                            rec.first_token_time = self.now
-                        if rec.turns[-1].first_token is None:
-                            rec.turns[-1].first_token = self.now
-                    if o.finish_reason is not None:
-                        self._segment_done(rec)
-            self.policy.after_iteration(self.now)
-            self._kv.add(self.now, sched.kv_cache_manager.usage)
+            due = self.begin_step()
+            if self._step is not None:
+                self.finish_step()
+            elif due is None:
+                due = self.next_wake()
+                if due is None:
+                    raise RuntimeError(
+                        f"replay stalled at t={self.now:.3f}s under {self.policy.name}: "
+                        f"{self.unfinished} unfinished, none schedulable, no pending events"
+                    )
+                self.now = max(self.now, min(due, stop_at))
         if window_end != float("inf"):
             self._snapshot()  # everything finished before the window's end
         return RunResult(
             policy=self.policy.name,
             records=self.records,
             kv_usage=self._kv.close(),
-            iterations=iterations,
+            iterations=self.iterations,
             virtual_seconds=self.now,
             wall_seconds=time.perf_counter() - wall,
             policy_stats={**self.policy.stats(), "swapped_bytes": self.swapped_bytes},

@@ -9,6 +9,9 @@ With ``users`` instead of rates, each run is a closed loop of that many users re
 traced conversations (``lamps.replay.flows.UserLoop``, the same seeded trace order for every
 policy) for ``duration`` virtual seconds, measured per turn after the warm-up
 (``lamps.replay.turn_metrics``).
+
+With ``engines`` > 1 (or a ``router``), each run replays through that many engines, each with
+its own instance of the policy, behind the router policy (``lamps.replay.cluster``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class ReplayConfig:
     stop_past: float | None = None  # skip a policy's higher rates once its P99 TTFT passes this
     users: tuple[int, ...] = ()  # closed-loop user counts, instead of rates (qps must be ())
     warm_prefix: float = 0.5  # traced conversations: kv-cache-tester's --warm-prefix-pct
+    engines: int = 1  # engines behind the router, each with the policy
+    router: str | None = None  # router policy (lamps.replay.routers); needed with engines > 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,6 +85,24 @@ class ReplayConfig:
             raise ValueError(f"drain: must be >= 1 (a multiple of duration), got {self.drain}")
         get_profile(self.profile)
         get_engine_settings(self.engine)
+        self._check_engines()
+
+    def _check_engines(self) -> None:
+        if isinstance(self.engines, bool) or not isinstance(self.engines, int) or self.engines < 1:
+            raise ValueError(f"engines: must be an integer >= 1, got {self.engines!r}")
+        if self.router is None:
+            if self.engines > 1:
+                raise ValueError(f"engines: {self.engines} engines need a router policy")
+            return
+        from lamps.replay.routers import make_router
+
+        router = make_router(self.router)
+        plain = [p for p in self.policies if router.needs_lamps and not _lamps(p)]
+        if plain:
+            raise ValueError(
+                f"router {router.name} reads LAMPS' gauges; policies {', '.join(plain)} run no "
+                "LAMPS scheduler"
+            )
 
     @property
     def loads(self) -> tuple[float, ...]:
@@ -136,29 +159,38 @@ def run_one(
     on_finish: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Replays one (policy, rate or users) for ``config.seed`` and returns its metrics row."""
+    from lamps.replay.cluster import SimCluster
     from lamps.replay.engine import SimEngine
     from lamps.replay.metrics import SteadyWindow, summarize
+    from lamps.replay.routers import make_router
 
     profile = get_profile(config.profile)
     settings = replace(get_engine_settings(config.engine), hidden_fraction=config.hidden_fraction)
-    policy = make_policy(
-        policy_name,
-        noise=config.noise,
-        seed=config.seed,
-        cost_config=profile.scheduler_cost_config(),
-    )
+    policies = [
+        make_policy(
+            policy_name,
+            noise=config.noise,
+            seed=config.seed,
+            cost_config=profile.scheduler_cost_config(),
+        )
+        for _ in range(config.engines)
+    ]
+    policy = policies[0]
     window = SteadyWindow.for_duration(config.duration, config.warmup, config.cutoff)
-    engine = SimEngine(
-        profile,
-        policy,
-        arrivals,
-        settings=settings,
-        window_end=window.end,
+    run_args: dict[str, Any] = {
+        "settings": settings,
+        "window_end": window.end,
         # A closed loop never runs out of work: it stops at the window's end.
-        stop_at=config.duration if config.users else config.drain * config.duration,
-        kv_bin_seconds=max(config.duration / 200, 1.0),
-        on_finish=on_finish,
-    )
+        "stop_at": config.duration if config.users else config.drain * config.duration,
+        "kv_bin_seconds": max(config.duration / 200, 1.0),
+        "on_finish": on_finish,
+    }
+    engine: SimEngine | SimCluster
+    if config.router is None:
+        engine = SimEngine(profile, policy, arrivals, **run_args)
+    else:
+        router = make_router(config.router)
+        engine = SimCluster(profile, policies, router, arrivals, **run_args)
     result = engine.run()
     row = summarize(
         result,
@@ -175,8 +207,12 @@ def run_one(
             "workload": workload.name,
             "seed": config.seed,
             "engine": "sim",
+            "engines": config.engines,
+            "router": config.router,
         },
     )
+    if isinstance(engine, SimCluster):
+        row.update(engine.cluster_row())
     if config.users:
         row.update(users_row(engine, result, config, int(qps)))
     return row
@@ -203,6 +239,11 @@ def users_row(engine: Any, result: Any, config: ReplayConfig, users: int) -> dic
         "swap_in_tokens": engine.swapped_in_tokens,
         **metrics,
     }
+
+
+def _lamps(policy_name: str) -> bool:
+    """Whether the policy runs a LAMPS scheduler (which publishes memory over time)."""
+    return hasattr(make_policy(policy_name).scheduler_cls, "lamps_memory_over_time")
 
 
 def _run_job(args: tuple[Workload, ReplayConfig, str, float]) -> dict[str, Any]:
