@@ -58,7 +58,7 @@ WORDS = tiny_word_ids()
 # call of seconds is the least waste once the sweep allocates (as in test_e2e_http.py).
 LAMPS_CONFIG = {"lamps": {
     "cost_model": {"a_ms_per_token": 100.0, "c_ms": 20.0, "kv_bytes_per_token": 1e6,
-                   "link_bytes_per_second": 1e9, "saturation_tokens": 64},
+                   "link_bytes_per_second": 1e9},
     "allow_swap": False, "log_interval_s": 0.5,
 }}  # fmt: skip
 SERVER_ARGS = ["--block-size", str(BLOCK), "--num-gpu-blocks-override", str(KV_BLOCKS),
