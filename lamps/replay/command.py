@@ -241,6 +241,7 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         format_table,
     )
     from lamps.replay.runner import ReplayConfig, run_all
+    from lamps.replay.verdicts import format_verdicts
     from lamps.workloads import load_trace, synthetic_workload
 
     _quiet_vllm(args.vllm_logs)
@@ -367,9 +368,12 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not real:
         knees_md = format_knees(rows, slo)
         slo_line = f"SLO: {axis.knee_what} <= {slo:g} s"
-        (out / "knees.md").write_text(f"{banner}\n\n{slo_line}\n\n{knees_md}\n")
+        verdicts = format_verdicts(rows)
+        (out / "knees.md").write_text(
+            f"{banner}\n\n{slo_line}\n\n{knees_md}\n\n```\n{verdicts}\n```\n"
+        )
         written.append(out / "knees.md")
-        print(f"\nknees ({slo_line}):\n{knees_md}")
+        print(f"\nknees ({slo_line}):\n{knees_md}\n\n{verdicts}")
     if not args.no_plots:
         from lamps.replay.plots import write_plots
 
