@@ -2,23 +2,29 @@
 
 Model configs from a tiny model directory, ``VllmConfig``, KV cache configs (plain, and layered
 over real tensors), the scheduler as ``EngineCore`` constructs it, a settable clock for it,
-requests with prefix-cache block hashing, ``ModelRunnerOutput``s, and the tiny random-weight
-Llama writer used by the real-engine tests and ``lamps replay --engine real``. Shared by the
-tests, the benchmarks and the replay; vLLM and torch are imported inside the functions, so
-importing this module is cheap.
+requests with prefix-cache block hashing and ``ModelRunnerOutput``s; the tiny model writers
+(``lamps.tiny_models``: the random-weight Llama of the real-engine tests and ``lamps replay
+--engine real``) are re-exported. Shared by the tests, the benchmarks and the replay; vLLM and
+torch are imported inside the functions, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import itertools
-import json
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lamps.tiny_models import (
+    CHAT_ROLES,
+    CHAT_TEMPLATE,
+    TINY_LLAMA_VOCAB,
+    scheduler_model_dir,
+    tiny_word_ids,
+    write_tiny_chat_tokenizer,
+    write_tiny_llama,
+)
 
 if TYPE_CHECKING:
     from vllm.config import KVTransferConfig, ModelConfig, VllmConfig
@@ -33,108 +39,28 @@ if TYPE_CHECKING:
 
     BlockHasher = Callable[[Request], list[BlockHash]]
 
-TINY_LLAMA_VOCAB = 512
-"""Vocabulary of the tiny random-weight Llama (token ids below it are valid prompts)."""
-
-# -- model directories --------------------------------------------------------------------------
-
-
-def write_tiny_llama(path: Path, max_len: int = 2048, seed: int = 0) -> Path:
-    """Writes a random-weight Llama (2 layers, config + safetensors, no tokenizer) to ``path``."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=TINY_LLAMA_VOCAB,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=64,  # vLLM's CPU attention needs 64; 16 does not work
-        max_position_embeddings=max_len,
-        torch_dtype="float32",
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
-    return path
-
-
-CHAT_ROLES = ("system", "user", "assistant", "tool")
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ '<|' + m['role'] + '|> ' }}"
-    "{% if m['content'] %}{{ m['content'] }}{% endif %}"
-    "{% if m.get('tool_calls') %}{% for c in m['tool_calls'] %}"
-    "{{ ' call ' + c['function']['name'] }}{% endfor %}{% endif %}"
-    "{{ ' <|end|> ' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|> ' }}{% endif %}"
-)
-"""The tiny tokenizer's chat template: `<|role|> content <|end|>` per message."""
-
-
-def tiny_word_ids() -> list[int]:
-    """Token ids of the tiny tokenizer's words (`w0`...), the ids a test lets the model sample."""
-    first = 3 + len(CHAT_ROLES) + 1
-    return list(range(first, TINY_LLAMA_VOCAB))
-
-
-def write_tiny_chat_tokenizer(path: Path) -> Path:
-    """Writes a word-level tokenizer over the tiny Llama's vocabulary, with a chat template.
-
-    Ids 0-2 are `<unk>`, `<s>`, `</s>`, then `<|system|>`, `<|user|>`, `<|assistant|>`,
-    `<|tool|>`, `<|end|>`, then the words `w0`, `w1`, ... (`tiny_word_ids()`). Text is words
-    separated by spaces, so any sequence of word ids decodes and encodes back to itself: a
-    client that resends a conversation resends exactly the tokens the model produced.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<s>", "</s>", *(f"<|{r}|>" for r in CHAT_ROLES), "<|end|>"]
-    words = [f"w{i}" for i in range(TINY_LLAMA_VOCAB - len(specials))]
-    vocab = {tok: i for i, tok in enumerate(specials + words)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    tok.add_special_tokens(specials)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(path)
-    return path
-
-
-@functools.cache
-def scheduler_model_dir(max_model_len: int, vocab_size: int) -> Path:
-    """A directory with only a Llama config.json, enough for a scheduler (removed at exit)."""
-    # The scheduler never loads weights; ModelConfig only needs a config.json to read.
-    path = _scratch_dir() / f"len{max_model_len}-vocab{vocab_size}"
-    path.mkdir(exist_ok=True)
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 256,
-        "intermediate_size": 512,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "num_hidden_layers": 2,
-        "vocab_size": vocab_size,
-        "max_position_embeddings": max_model_len,
-        "torch_dtype": "float16",
-        "rms_norm_eps": 1e-5,
-    }
-    (path / "config.json").write_text(json.dumps(config))
-    return path
-
-
-@functools.cache
-def _scratch_dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="lamps-harness-model-"))
-    atexit.register(shutil.rmtree, path, True)
-    return path
-
+__all__ = [
+    "CHAT_ROLES",
+    "CHAT_TEMPLATE",
+    "TINY_LLAMA_VOCAB",
+    "SettableClock",
+    "attention_spec",
+    "block_hasher",
+    "build_scheduler",
+    "build_vllm_config",
+    "layered_kv_cache_config",
+    "make_request",
+    "model_config",
+    "model_runner_output",
+    "plain_kv_cache_config",
+    "run_step",
+    "sampling_requests",
+    "scheduler_model_dir",
+    "swap_connector_config",
+    "tiny_word_ids",
+    "write_tiny_chat_tokenizer",
+    "write_tiny_llama",
+]
 
 # -- configs ------------------------------------------------------------------------------------
 

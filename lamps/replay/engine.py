@@ -27,6 +27,7 @@ takes the engine model's link time, one copy at a time per direction, and a step
 copies lasts until they end, less the part its compute hides (``hidden_fraction``). The worker
 is stepped right after ``schedule()``, at the step's start time, and what has ended by then
 reaches the scheduler in that step's ``KVConnectorOutput`` exactly as a worker would report it.
+``lamps.replay.engine_setup`` builds a policy's scheduler, its connector and its worker.
 
 A run stops when every arrival has finished, or at ``stop_at`` (virtual seconds) with requests
 still in flight, as the papers' driver stops at its window.
@@ -45,24 +46,22 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.metrics.stats import PrefillStats
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
 
-from lamps.harness import (
-    attention_spec,
-    block_hasher,
-    build_scheduler,
-    build_vllm_config,
-    model_runner_output,
-    plain_kv_cache_config,
-    scheduler_model_dir,
-    swap_connector_config,
-)
+from lamps.harness import block_hasher, model_runner_output
 from lamps.replay.engine_model import StepClock
+from lamps.replay.engine_setup import (
+    build_policy_scheduler,
+    kv_transfer_for,
+    policy_vllm_config,
+    settings_ran,
+    swap_worker_for,
+)
 from lamps.replay.flows import ArrivalFlow, Event, Start, flow_for
 from lamps.replay.policies import ReplayPolicy
-from lamps.replay.profiles import GIB, EngineSettings, GpuProfile
+from lamps.replay.profiles import EngineSettings, GpuProfile
 from lamps.replay.records import KvUsageSeries, RequestRecord, RunResult, TurnRecord
-from lamps.replay.tokens import VOCAB_SIZE, SeededHasher, model_len_for
+from lamps.replay.tokens import SeededHasher, model_len_for
 from lamps.replay.turn_requests import TurnRequests
-from lamps.replay.workers import ReplayWorker, WorkerPolicy
+from lamps.replay.workers import ReplayWorker
 from lamps.vllm.swap import LampsSwapMetadata
 from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
 from lamps.workloads import Arrival
@@ -99,44 +98,13 @@ class SimEngine:
         self.on_finish = on_finish
         max_ctx = max(t.final_context_tokens for t in flow.templates())
         max_model_len = model_len_for(max_ctx, profile.block_size, profile.max_model_len)
-        # The LAMPS swap connector moves paused sessions' KV to a host pool; the replay
-        # simulates its worker side (transfer completions after their link time). A policy
-        # may bring its own connector and simulated worker (``lamps.replay.workers``).
-        own_worker = policy if isinstance(policy, WorkerPolicy) else None
-        if own_worker is not None:
-            transfer = own_worker.kv_transfer_config(profile)
-        elif policy.swap:
-            transfer = swap_connector_config(host_pool_gib=profile.host_memory_bytes / GIB)
-        else:
-            transfer = None
-        self.vllm_config = build_vllm_config(
-            scheduler_model_dir(max_model_len, VOCAB_SIZE),
-            max_model_len=max_model_len,
-            dtype="float16",
-            max_num_seqs=settings.max_num_seqs or profile.max_num_seqs,
-            max_num_batched_tokens=settings.max_num_batched_tokens
-            or profile.max_num_batched_tokens,
-            num_blocks=profile.num_blocks(),
-            block_size=profile.block_size,
-            enable_prefix_caching=settings.enable_prefix_caching,
-            policy=policy.queue_policy,
-            scheduler_cls=policy.scheduler_cls,
-            additional_config=policy.additional_config(),
-            kv_transfer_config=transfer,
-        )
-        # One full-attention group with the profile's KV layout and block count.
-        spec = attention_spec(
-            block_size=profile.block_size,
-            num_kv_heads=profile.num_kv_heads,
-            head_size=profile.head_size,
-            dtype="float16",
-        )
-        kv_cache_config = plain_kv_cache_config(spec, profile.num_blocks(), profile.num_layers)
-        self.scheduler: Scheduler = build_scheduler(
-            self.vllm_config, kv_cache_config, scheduler_cls=policy.scheduler_cls
-        )
+        transfer = kv_transfer_for(policy, profile)
+        self.vllm_config = policy_vllm_config(profile, policy, settings, max_model_len, transfer)
+        self.scheduler: Scheduler = build_policy_scheduler(profile, policy, self.vllm_config)
         policy.attach(self.scheduler, self.clock)
-        self.settings = self._settings_ran(transfer is not None)
+        self.settings = settings_ran(
+            self.scheduler, self.vllm_config, profile, settings, transfer is not None
+        )
         cache_config = self.vllm_config.cache_config
         self._hasher = SeededHasher(
             block_hasher(cache_config.block_size, cache_config.prefix_caching_hash_algo)
@@ -148,14 +116,8 @@ class SimEngine:
         )
         self._by_id = self._turns.by_id
         self._kv = KvUsageSeries(kv_bin_seconds)
-        block_size = profile.block_size
-        model = self.model
-        self._swap_worker: SimulatedSwapWorker | ReplayWorker = (
-            own_worker.simulated_worker(self.clock, model, block_size)
-            if own_worker is not None
-            else SimulatedSwapWorker(
-                self.clock, lambda blocks: model.swap_seconds(blocks * block_size)
-            )
+        self._swap_worker: SimulatedSwapWorker | ReplayWorker = swap_worker_for(
+            policy, self.clock, self.model, profile.block_size
         )
         self._kv_output: KVConnectorOutput | None = None
         self.stall_seconds = 0.0
@@ -171,20 +133,6 @@ class SimEngine:
     def clock(self) -> float:
         """Virtual time in seconds."""
         return self.now
-
-    def _settings_ran(self, host_pool: bool) -> dict[str, Any]:
-        """The engine settings this policy's scheduler actually runs with, read back from it,
-        so that a results row shows what its policy ran (equal terms can be checked)."""
-        config = self.vllm_config
-        return {
-            "token_budget": int(self.scheduler.max_num_scheduled_tokens),
-            "max_num_seqs": int(config.scheduler_config.max_num_seqs),
-            "prefix_caching": bool(config.cache_config.enable_prefix_caching),
-            "kv_capacity_tokens": self.profile.num_blocks() * self.profile.block_size,
-            "block_size": self.profile.block_size,
-            "host_swap_gib": self.profile.host_memory_bytes / GIB if host_pool else 0.0,
-            "hidden_fraction": self.settings.hidden_fraction,
-        }
 
     @property
     def swapped_bytes(self) -> float:

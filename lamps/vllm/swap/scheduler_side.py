@@ -11,11 +11,9 @@ over several steps (the last one `final`); and a host copy may be given up (`dro
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lamps.vllm.swap.config import SwapConfig
@@ -25,11 +23,11 @@ from lamps.vllm.swap.messages import (
     SwapInJob,
     SwapOutJob,
 )
+from lamps.vllm.swap.records import OUTGOING, SwapOutDecision, SwapRecord, SwapState
 
 if TYPE_CHECKING:
     from vllm.v1.core.block_pool import BlockPool
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks, KVCacheManager
-    from vllm.v1.core.kv_cache_utils import KVCacheBlock
     from vllm.v1.outputs import KVConnectorOutput
     from vllm.v1.request import Request
 
@@ -49,37 +47,6 @@ STAT_KEYS = (
 )
 
 
-class SwapOutDecision(enum.Enum):
-    """Answer to a swap-out request."""
-
-    ACCEPTED = "accepted"  # queued; the caller frees the GPU blocks now
-    REJECTED = "rejected"  # host pool full or nothing to save: Discard instead (warning logged)
-
-
-class _State(enum.Enum):
-    QUEUED = "queued"  # waiting for swap budget, not sent to the workers yet
-    SAVING = "saving"  # copy sent to the workers
-    SAVED = "saved"  # host copy complete, GPU blocks returned
-    LOADING = "loading"  # swap-in sent, request in WAITING_FOR_REMOTE_KVS
-
-
-_OUTGOING = (_State.QUEUED, _State.SAVING)
-
-
-@dataclass
-class _Record:
-    num_tokens: int
-    num_blocks: int
-    state: _State
-    held_blocks: list[KVCacheBlock] = field(default_factory=list)
-    ok_reports: int = 0
-    failed_reports: int = 0
-    finished: bool = False  # given up while a copy is in flight: dropped when it stops
-    load_blocks: list[int] = field(default_factory=list)  # paced load: device blocks left
-    load_next: int = 0  # paced load: next host-copy block to send
-    load_sent: bool = False  # paced load: a first part went to the workers
-
-
 class SchedulerSide:
     """Bookkeeping in the scheduler process: host pool mirror, swap budget, request states."""
 
@@ -91,7 +58,7 @@ class SchedulerSide:
         self.num_host_blocks = num_host_blocks
         self.free_host_blocks = num_host_blocks
         self.world_size = world_size
-        self.records: dict[str, _Record] = {}
+        self.records: dict[str, SwapRecord] = {}
         self.queue: deque[str] = deque()
         self.pending_release: list[str] = []
         self.pending_in: list[SwapInJob] = []
@@ -158,7 +125,7 @@ class SchedulerSide:
             return SwapOutDecision.REJECTED
         manager.block_pool.touch(blocks)
         self.free_host_blocks -= num_blocks
-        self.records[request_id] = _Record(num_tokens, num_blocks, _State.QUEUED, blocks)
+        self.records[request_id] = SwapRecord(num_tokens, num_blocks, SwapState.QUEUED, blocks)
         self.queue.append(request_id)
         return SwapOutDecision.ACCEPTED
 
@@ -168,7 +135,7 @@ class SchedulerSide:
         False when there is none, or when it is being loaded (vLLM waits for that load).
         """
         record = self.records.get(request_id)
-        if record is None or record.finished or record.state == _State.LOADING:
+        if record is None or record.finished or record.state == SwapState.LOADING:
             return False
         self._release(request_id, record)
         return True
@@ -179,15 +146,15 @@ class SchedulerSide:
         return sum(
             1
             for record in self.records.values()
-            if record.state in _OUTGOING
+            if record.state in OUTGOING
             for block in record.held_blocks
             if block.ref_cnt == 1
         )
 
     def backlog_tokens(self) -> tuple[int, int]:
         """Tokens of the copies not yet ended, (out: queued or saving, in: loading)."""
-        out = sum(r.num_tokens for r in self.records.values() if r.state in _OUTGOING)
-        loads = sum(r.num_tokens for r in self.records.values() if r.state == _State.LOADING)
+        out = sum(r.num_tokens for r in self.records.values() if r.state in OUTGOING)
+        loads = sum(r.num_tokens for r in self.records.values() if r.state == SwapState.LOADING)
         return out, loads
 
     def pace_loads(self, tokens_per_step: int | None) -> None:
@@ -215,10 +182,10 @@ class SchedulerSide:
     ) -> tuple[int | None, bool]:
         """Tokens to load beyond the local hit (None: wait for the copy), and whether async."""
         record = self.records.get(request.request_id)
-        if record is None or record.finished or record.state == _State.LOADING:
+        if record is None or record.finished or record.state == SwapState.LOADING:
             return 0, False
         remaining = record.num_tokens - num_computed_tokens
-        if record.state != _State.SAVED:
+        if record.state != SwapState.SAVED:
             # The copy is still being made. What the local prefix cache does not cover is a
             # partial block at most: recompute it; otherwise wait for the copy.
             return (0, False) if remaining < self.block_size else (None, False)
@@ -242,12 +209,12 @@ class SchedulerSide:
         if record is None or record.finished:
             return
         if num_external_tokens == 0:
-            if record.state != _State.LOADING:
+            if record.state != SwapState.LOADING:
                 # Resumed from the device: the local prefix cache had it all, or the copy was
                 # still in flight. The host copy is of no further use.
                 self._release(request.request_id, record)
             return
-        if record.state != _State.SAVED:
+        if record.state != SwapState.SAVED:
             raise RuntimeError(
                 f"request_id: {request.request_id!r} allocated for a load in state "
                 f"{record.state.value}"
@@ -269,7 +236,7 @@ class SchedulerSide:
         self.in_tokens_this_step += num_external_tokens
         self.stats["swap_ins"] += 1
         self.stats["swapped_in_tokens"] += num_external_tokens
-        record.state = _State.LOADING
+        record.state = SwapState.LOADING
 
     def build_connector_meta(self) -> LampsSwapMetadata:
         """The step's jobs: pending releases and loads, and queued swap-outs within the budget."""
@@ -284,7 +251,7 @@ class SchedulerSide:
                 break
             request_id = self.queue.popleft()
             meta.swap_out.append(SwapOutJob(request_id, [b.block_id for b in record.held_blocks]))
-            record.state = _State.SAVING
+            record.state = SwapState.SAVING
             sent += record.num_tokens
             self.stats["swap_outs"] += 1
             self.stats["swapped_out_tokens"] += record.num_tokens
@@ -319,7 +286,7 @@ class SchedulerSide:
         failed_in = connector_output.failed_recving or set()
         for request_id in connector_output.finished_recving or ():
             record = self.records.get(request_id)
-            if record is None or record.state != _State.LOADING:
+            if record is None or record.state != SwapState.LOADING:
                 continue
             if not record.finished:
                 if request_id in failed_in:
@@ -339,7 +306,7 @@ class SchedulerSide:
         record = self.records.get(request.request_id)
         if record is None:
             return
-        if record.state == _State.LOADING:
+        if record.state == SwapState.LOADING:
             # vLLM keeps the blocks until the worker reports the (aborted) load finished; a
             # paced load sends no more parts (its first part went out, so the workers report).
             record.finished = True
@@ -350,16 +317,16 @@ class SchedulerSide:
 
     def has_pending_push_work(self) -> bool:
         """Whether queued copies still wait to be sent or to give their blocks back."""
-        return any(r.state in (_State.QUEUED, _State.SAVING) for r in self.records.values())
+        return any(r.state in (SwapState.QUEUED, SwapState.SAVING) for r in self.records.values())
 
     # ----- internals ---------------------------------------------------------------------------
 
-    def _release(self, request_id: str, record: _Record) -> None:
+    def _release(self, request_id: str, record: SwapRecord) -> None:
         self.stats["released"] += 1
-        if record.state == _State.QUEUED:
+        if record.state == SwapState.QUEUED:
             self.queue.remove(request_id)
             self._drop(request_id)
-        elif record.state == _State.SAVED:
+        elif record.state == SwapState.SAVED:
             self.pending_release.append(request_id)
             self._drop(request_id)
         else:
@@ -378,14 +345,14 @@ class SchedulerSide:
         if request_id in self.loading:
             self.loading.remove(request_id)
 
-    def _release_gpu_blocks(self, record: _Record) -> None:
+    def _release_gpu_blocks(self, record: SwapRecord) -> None:
         if record.held_blocks:
             self.block_pool.free_blocks(reversed(record.held_blocks))
             record.held_blocks = []
 
     def _on_swap_out_report(self, request_id: str, ok: int, failed: int) -> None:
         record = self.records.get(request_id)
-        if record is None or record.state != _State.SAVING:
+        if record is None or record.state != SwapState.SAVING:
             return
         record.ok_reports += ok
         record.failed_reports += failed
@@ -406,4 +373,4 @@ class SchedulerSide:
             self._drop(request_id)
             return
         self.stats["saved_out"] += 1
-        record.state = _State.SAVED
+        record.state = SwapState.SAVED
