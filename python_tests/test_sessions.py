@@ -286,8 +286,10 @@ def test_a_turn_whose_prefix_is_parked_ranks_before_an_equal_new_one(
     # prompt as long as s's next one. With 64-token steps s's turn owes one chunk of prefill,
     # new's four.
     cfg = {"log_interval_s": 0.0, "allow_swap": False, "session_prefix_aware": aware}
-    sched = make_vllm_scheduler(LampsSyncScheduler, num_blocks=64, max_num_seqs=8,
-                                max_num_batched_tokens=64, additional_config={"lamps": cfg})  # fmt: skip
+    sched = make_vllm_scheduler(
+        LampsSyncScheduler, num_blocks=64, max_num_seqs=8, max_num_batched_tokens=64,
+        additional_config={"lamps": cfg},
+    )  # fmt: skip
     sched.test_step_seconds, sched.test_clock = 0.0, SettableClock(100.0)
     sched.set_clock(sched.test_clock)
     context = turn(sched, "t1", list(range(1, 200)))
