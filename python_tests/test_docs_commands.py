@@ -106,3 +106,10 @@ def test_the_checker_refuses_what_it_should() -> None:
         check_marker("<!-- tested-by: python_tests/test_docs_commands.py::no_such_test -->")
     check_command("lamps replay --policies vllm,lamps --qps 4")
     assert commands("a \\\n  b  # x\n# c\n\nd\n") == ["a b # x", "d"]
+
+
+def test_the_main_commands_defaults_parse() -> None:
+    script = (ROOT / "scripts/replay").read_text()
+    m = re.search(r"set -- (.*?)\nfi", script, re.S)
+    assert m, "scripts/replay has no default arguments"
+    check_command("lamps replay " + re.sub(r"\\\n\s*", " ", m.group(1)))
