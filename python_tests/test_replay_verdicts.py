@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lamps.replay.report import format_markdown
 from lamps.replay.verdicts import common_load, format_verdicts
 
 
@@ -47,3 +48,14 @@ def test_closed_loop_rows_are_judged_on_per_turn_p95_ttft() -> None:
             for p in ("vllm", "lamps-stateless") for s in range(3)]  # fmt: skip
     text = format_verdicts(rows)
     assert text.startswith("verdict at 8 users") and "per-turn p95 TTFT 0.25" in text
+
+
+def test_tables_show_the_engine_settings_each_line_ran_with() -> None:
+    rows = [{**row(p, 1, s, 1.0), "token_budget": 384 if p == "paper" else 2048,
+             "max_num_seqs": 256, "prefix_caching": p != "paper"}
+            for p in ("vllm", "paper") for s in range(2)]  # fmt: skip
+    rows.append(row("unknown", 1, 0, 1.0))  # a real server's row: settings not recorded
+    table = format_markdown(rows, ["steady_e2e_mean"])
+    assert "| 1 | vllm | 2 | 2048/256/on |" in table
+    assert "| 1 | paper | 2 | 384/256/off |" in table
+    assert "| 1 | unknown | 1 | - |" in table

@@ -103,14 +103,29 @@ def _columns(
     return [c for c in axis.columns if columns is None or c[0] in columns]
 
 
+def engine_settings(rows: Sequence[dict[str, Any]], policy: str, load: float, key: str) -> str:
+    """What the (policy, load) rows ran with: token budget / max sequences / prefix cache, as
+    recorded by the engine (several values joined when seeds differ, which they should not)."""
+    ran = [r for r in rows if r["policy"] == policy and r.get(key) == load
+           and "skipped" not in r and "token_budget" in r]  # fmt: skip
+    seen = sorted({
+        f"{r['token_budget']}/{r.get('max_num_seqs', '?')}/"
+        + ("on" if r.get("prefix_caching") else "off")
+        for r in ran
+    })  # fmt: skip
+    return ", ".join(seen) or "-"
+
+
 def format_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Markdown table: one line per (load, policy), mean ± 95% CI half-width over seeds."""
+    """Markdown table: one line per (load, policy), mean ± 95% CI half-width over seeds, with
+    the engine settings each line ran with (budget/seqs/prefix cache)."""
     cols = _columns(rows, columns)
     key = load_axis(rows).key
-    header = [key, "policy", "seeds", *(c[1] for c in cols)]
+    header = [key, "policy", "seeds", "budget/seqs/prefix", *(c[1] for c in cols)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for agg in sorted(aggregated(rows), key=lambda r: (r[key], r["policy"])):
-        cells = [f"{agg[key]:g}", agg["policy"], str(len(agg["seeds"]))]
+        cells = [f"{agg[key]:g}", agg["policy"], str(len(agg["seeds"])),
+                 engine_settings(rows, agg["policy"], agg[key], key)]  # fmt: skip
         cells += [_cell(agg[k], fmt, scale) for k, _, fmt, scale in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
