@@ -120,7 +120,7 @@ def build_vllm_config(
         max_num_batched_tokens=max_num_batched_tokens,
         long_prefill_token_threshold=long_prefill_token_threshold,
         enable_chunked_prefill=enable_chunked_prefill,
-        policy=policy,  # type: ignore[arg-type]
+        policy=policy,
         async_scheduling=async_scheduling,
         scheduler_cls=scheduler_cls,
     )
@@ -254,7 +254,8 @@ def block_hasher(block_size: int = 16, hash_algo: str = "sha256") -> BlockHasher
 
     hash_fn = get_hash_fn_by_name(hash_algo)
     init_none_hash(hash_fn)
-    return get_request_block_hasher(block_size, hash_fn)
+    hasher: BlockHasher = get_request_block_hasher(block_size, hash_fn)
+    return hasher
 
 
 _arrival = itertools.count(1)

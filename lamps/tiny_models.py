@@ -33,7 +33,7 @@ def write_tiny_llama(path: Path, max_len: int = 2048, seed: int = 0) -> Path:
         num_key_value_heads=2,
         head_dim=64,  # vLLM's CPU attention needs 64; 16 does not work
         max_position_embeddings=max_len,
-        torch_dtype="float32",
+        dtype="float32",  # transformers 5 name (torch_dtype is its deprecated alias)
         bos_token_id=1,
         eos_token_id=2,
     )

@@ -136,7 +136,7 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
         self.kv_holding_waiting.reorder(key)
         self.running.sort(key=lambda r: key(r)[1:])
         self._relieve_pressure()
-        return super().schedule(*args, **kwargs)  # type: ignore[no-any-return]
+        return super().schedule(*args, **kwargs)
 
     def _relieve_pressure(self) -> None:
         """With at most one request running, give up pins rather than stall (see module)."""
@@ -156,15 +156,15 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
         size = self.block_size
         if self.running:
             request = self.running[0]
-            total = -(-(request.num_computed_tokens + 1) // size)
+            total: int = -(-(request.num_computed_tokens + 1) // size)
             return max(total - len(self.kv_cache_manager.get_block_ids(request.request_id)[0]), 0)
         for queue in (self.kv_holding_waiting, self.waiting):
             if queue:
                 request = queue.peek_request()
                 if request.num_computed_tokens > 0:
                     return 1
-                hit = self.kv_cache_manager.get_computed_blocks(request)[1]
-                tokens = min(request.num_tokens - hit, self.max_num_scheduled_tokens)
+                hit: int = self.kv_cache_manager.get_computed_blocks(request)[1]
+                tokens: int = min(request.num_tokens - hit, self.max_num_scheduled_tokens)
                 return -(-(hit + tokens) // size) - hit // size
         return 0
 
@@ -181,7 +181,7 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
             if request.resumable:
                 self._sessions.add(request.request_id)
             self._turn_arrived(request, kept=False)
-        super().add_request(request)  # type: ignore[misc]
+        super().add_request(request)
 
     def _turn_arrived(self, request: Request, kept: bool) -> None:
         """A program's turn arrived (`kept`: a session that still holds its KV)."""

@@ -163,11 +163,11 @@ class InferCeptScheduler(SchedulerHooks, Scheduler):
         )
         self.running.sort(key=lambda r: r.arrival_time)
         if not delayed:
-            return super().schedule(*args, **kwargs)  # type: ignore[no-any-return]
+            return super().schedule(*args, **kwargs)
         held = set(delayed)
         self.running = [r for r in self.running if r not in held]
         try:
-            return super().schedule(*args, **kwargs)  # type: ignore[no-any-return]
+            return super().schedule(*args, **kwargs)
         finally:
             self.running = sorted([*self.running, *delayed], key=lambda r: r.arrival_time)
 

@@ -261,7 +261,7 @@ class LampsAuthorsScheduler(SchedulerHooks, Scheduler):
             if held:
                 self.running = sorted([*self.running, *delayed], key=lambda r: r.arrival_time)
         self._count_starvation()
-        return out  # type: ignore[no-any-return]
+        return out
 
     # ----- requests and vLLM's events ---------------------------------------------------------
 
@@ -277,7 +277,7 @@ class LampsAuthorsScheduler(SchedulerHooks, Scheduler):
             state = _State(self._hints(request))
             self._states[request.request_id] = state
             self.classify(request, state)
-        super().add_request(request)  # type: ignore[misc]
+        super().add_request(request)
 
     def on_pause(self, request: Request) -> None:
         state = self._states[request.request_id]

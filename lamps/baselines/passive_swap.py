@@ -107,7 +107,7 @@ class PassiveSwap:
     def swap_state(self, request_id: str) -> str | None:
         """The swap connector's state of the request's host copy (None: none, or no connector)."""
         state = getattr(self._sched.connector, "swap_state", None)
-        return None if state is None else state(request_id)  # type: ignore[no-any-return]
+        return None if state is None else state(request_id)
 
     def resumed(self, request: Request) -> None:
         """A swapped pause's call returned: it is queued now, still holding its host copy."""
@@ -297,11 +297,12 @@ class PassiveSwap:
 
     @staticmethod
     def _tokens_to_schedule(request: Request) -> int:
-        return (
+        tokens: int = (
             request.num_tokens_with_spec
             + request.num_output_placeholders
             - request.num_computed_tokens
         )
+        return tokens
 
     def _new_blocks(self, request: Request, num_new_tokens: int) -> int:
         size = self._sched.block_size

@@ -14,7 +14,7 @@ from typing import Any
 
 DEFAULT_OUT = Path("replay-results")
 
-QUICK = {"qps": (4.0,), "duration": 300.0, "seeds": (0, 1)}
+QUICK: dict[str, Any] = {"qps": (4.0,), "duration": 300.0, "seeds": (0, 1)}
 DEFAULT_PROFILE = "gptj-6b-a100"
 USERS_PROFILE = "llama31-8b-h100-128k"
 USERS_DURATION = 1200.0
@@ -324,7 +324,7 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
         file=sys.stderr,
     )
     out: Path = args.out
-    header = {
+    header: dict[str, Any] = {
         "provenance": prov.as_dict(),
         "command": "lamps " + " ".join(shlex.quote(a) for a in argv),
         "config": {k: v for k, v in config.__dict__.items() if k != "extra"},

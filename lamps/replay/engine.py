@@ -87,7 +87,6 @@ class SimEngine:
         flow = arrivals if isinstance(arrivals, ArrivalFlow) else flow_for(arrivals)
         settings = settings or EngineSettings()
         self.profile = profile
-        self.settings = settings
         self.policy = policy
         self.model = profile.engine_model(settings.hidden_fraction)
         self.flow = flow
@@ -102,7 +101,8 @@ class SimEngine:
         self.vllm_config = policy_vllm_config(profile, policy, settings, max_model_len, transfer)
         self.scheduler: Scheduler = build_policy_scheduler(profile, policy, self.vllm_config)
         policy.attach(self.scheduler, self.clock)
-        self.settings = settings_ran(
+        # What ran (the requested settings completed by the scheduler's), for the results.
+        self.settings: dict[str, Any] = settings_ran(
             self.scheduler, self.vllm_config, profile, settings, transfer is not None
         )
         cache_config = self.vllm_config.cache_config

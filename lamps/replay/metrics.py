@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def _pct(values: np.ndarray, q: float) -> float:
     """Percentile; with infinite values (never served) the next higher sample, not nan."""
     if not values.size:
         return math.nan
-    method = "higher" if np.isinf(values).any() else "linear"
+    method: Literal["higher", "linear"] = "higher" if np.isinf(values).any() else "linear"
     return float(np.percentile(values, q, method=method))
 
 

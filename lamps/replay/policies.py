@@ -9,6 +9,9 @@ factory and the source it follows; ``lamps replay --help`` and the README list t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 from lamps.replay.ablations import ABLATIONS, STATELESS_ABLATIONS
 from lamps.replay.policy_classes import (
     API_MODES,
@@ -117,12 +120,27 @@ register(
     noisy=True,
 )
 
+
+def _lamps_ablation(
+    name: str, switches: Mapping[str, Any]
+) -> Callable[[PolicyContext], ReplayPolicy]:
+    """The factory of a LAMPS ablation (its name and switches bound now)."""
+    return lambda c: LampsPolicy(name, c.cost_config, noise=c.noise, seed=c.seed, switches=switches)
+
+
+def _stateless_ablation(
+    name: str, switches: Mapping[str, Any]
+) -> Callable[[PolicyContext], ReplayPolicy]:
+    """The factory of a stateless LAMPS ablation (its name and switches bound now)."""
+    return lambda c: LampsStatelessPolicy(
+        name, c.cost_config, noise=c.noise, seed=c.seed, switches=switches
+    )
+
+
 for _name, (_switches, _what) in ABLATIONS.items():
     register(
         _name,
-        lambda c, name=_name, switches=_switches: LampsPolicy(
-            name, c.cost_config, noise=c.noise, seed=c.seed, switches=switches
-        ),
+        _lamps_ablation(_name, _switches),
         f"ablation, LAMPS with {_switches}: {_what}",
         noisy=True,
     )
@@ -138,9 +156,7 @@ register(
 for _name, (_switches, _what) in STATELESS_ABLATIONS.items():
     register(
         _name,
-        lambda c, name=_name, switches=_switches: LampsStatelessPolicy(
-            name, c.cost_config, noise=c.noise, seed=c.seed, switches=switches
-        ),
+        _stateless_ablation(_name, _switches),
         f"ablation, LAMPS over the OpenAI API with {_switches}: {_what}",
         noisy=True,
     )

@@ -40,7 +40,8 @@ class ReplayPolicy:
     @property
     def scheduler_cls(self) -> type[Scheduler]:
         """The scheduler class EngineCore would be configured with."""
-        return Scheduler
+        vllm_scheduler: type[Scheduler] = Scheduler
+        return vllm_scheduler
 
     def additional_config(self) -> dict[str, Any]:
         """VllmConfig.additional_config for this policy."""
@@ -49,6 +50,12 @@ class ReplayPolicy:
     def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
         """Called once the scheduler exists, before any request is added."""
         self.scheduler = scheduler
+
+    def attached(self) -> Scheduler:
+        """The scheduler `attach` was given; RuntimeError before it was called."""
+        if self.scheduler is None:
+            raise RuntimeError(f"policy {self.name!r}: no scheduler attached yet")
+        return self.scheduler
 
     def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
         """``SamplingParams.extra_args["lamps"]`` for a segment's chunk, or None."""
@@ -110,7 +117,7 @@ class InferCeptPolicy(ReplayPolicy):
 
     def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
         super().attach(scheduler, clock)
-        scheduler.set_clock(clock)  # type: ignore[attr-defined]
+        scheduler.set_clock(clock)
 
     def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
         # InferCept is given each call's duration (its benchmarks pass it in the request).
@@ -121,7 +128,8 @@ class InferCeptPolicy(ReplayPolicy):
         return arrival.time
 
     def stats(self) -> dict[str, Any]:
-        return self.scheduler.infercept_stats()  # type: ignore[union-attr]
+        stats: dict[str, Any] = self.attached().infercept_stats()
+        return stats
 
 
 class LampsPolicy(ReplayPolicy):
@@ -171,7 +179,7 @@ class LampsPolicy(ReplayPolicy):
 
     def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
         super().attach(scheduler, clock)
-        scheduler.set_clock(clock)  # type: ignore[attr-defined]
+        scheduler.set_clock(clock)
 
     def _noisy(self, value: float, arrival: Arrival, segment: int, which: int) -> float:
         if self.noise == 0:
@@ -196,7 +204,7 @@ class LampsPolicy(ReplayPolicy):
         return hints
 
     def stats(self) -> dict[str, Any]:
-        return dict(self.scheduler.lamps_stats.as_dict())  # type: ignore[union-attr]
+        return dict(self.attached().lamps_stats.as_dict())
 
 
 class LampsStatelessPolicy(LampsPolicy):
@@ -256,7 +264,8 @@ class LampsAuthorsPolicy(ReplayPolicy):
         }
 
     def stats(self) -> dict[str, Any]:
-        return self.scheduler.authors_stats()  # type: ignore[union-attr]
+        stats: dict[str, Any] = self.attached().authors_stats()
+        return stats
 
 
 class ContinuumPolicy(ReplayPolicy):
@@ -281,7 +290,7 @@ class ContinuumPolicy(ReplayPolicy):
 
     def attach(self, scheduler: Scheduler, clock: Callable[[], float]) -> None:
         super().attach(scheduler, clock)
-        scheduler.set_clock(clock)  # type: ignore[attr-defined]
+        scheduler.set_clock(clock)
 
     def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
         # The program (Continuum's job id), its tool, and whether this is its last step.
@@ -289,4 +298,5 @@ class ContinuumPolicy(ReplayPolicy):
         return {"program": arrival.request_id, "tool": arrival.request.kind, "last": last}
 
     def stats(self) -> dict[str, Any]:
-        return self.scheduler.continuum_stats()  # type: ignore[union-attr]
+        stats: dict[str, Any] = self.attached().continuum_stats()
+        return stats

@@ -98,7 +98,7 @@ def kept_kv(scheduler: Scheduler, session: str) -> list[Any] | None:
     """What a LAMPS engine keeps of an HTTP session's KV: None when it keeps all of it (a
     request of it is live, its parked turn is pinned or in host memory), else the hashes of
     the leading blocks of its parked turn still in the prefix cache (empty: none)."""
-    state = scheduler.lamps_sessions.session(session)  # type: ignore[attr-defined]
+    state = scheduler.lamps_sessions.session(session)
     if state is None:
         return []  # ended (session_end, idle timeout) or never seen
     if state.live:
@@ -150,7 +150,7 @@ class LampsAware(Router):
 
     def load(self, engine: int) -> float:
         """The engine's LAMPS memory over time, token-seconds."""
-        return float(self.engines[engine].scheduler.lamps_memory_over_time())  # type: ignore[attr-defined]
+        return float(self.engines[engine].scheduler.lamps_memory_over_time())
 
     def place(self, session: str, prompt_tokens: int, now: float) -> int:
         engine = self._sessions.get(session)

@@ -40,10 +40,11 @@ TIME_SCALE = 20.0
 KV_BLOCKS = 32
 BLOCK_SIZE = 32
 # Rough figures for the tiny fp32 model on this CPU (2 layers x 2 KV heads x 64 x K/V x 4 B).
+TINY_KV_BYTES_PER_TOKEN = 2048.0
 TINY_COST = {
     "a_ms_per_token": 0.05,
     "c_ms": 8.0,
-    "kv_bytes_per_token": 2048.0,
+    "kv_bytes_per_token": TINY_KV_BYTES_PER_TOKEN,
     "link_bytes_per_second": 5e9,
     "name": "tiny-cpu",
 }
@@ -84,7 +85,13 @@ def _stat_logger(stats: _Stats) -> Any:
         def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
             pass
 
-        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
             if scheduler_stats is not None:
                 stats.kv.append((time.monotonic() - stats.t0, scheduler_stats.kv_cache_usage))
             if iteration_stats is not None:
@@ -266,7 +273,7 @@ def run_real(
                 row = summarize(
                     result,
                     q,
-                    kv_bytes_per_token=TINY_COST["kv_bytes_per_token"],
+                    kv_bytes_per_token=TINY_KV_BYTES_PER_TOKEN,
                     extra={
                         "engine": "real",
                         "noise": config.noise,

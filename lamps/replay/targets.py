@@ -56,7 +56,7 @@ class Verdict:
         )
 
 
-def _by_seed(rows: Sequence[dict[str, Any]], policy: str, qps: float) -> dict[int, dict]:
+def _by_seed(rows: Sequence[dict[str, Any]], policy: str, qps: float) -> dict[int, dict[str, Any]]:
     return {r.get("seed", 0): r for r in rows if r["policy"] == policy and r["qps"] == qps}
 
 
@@ -80,7 +80,8 @@ def best_baseline(rows: Sequence[dict[str, Any]], baselines: Sequence[str], slo:
 
     def e2e_at_knee(b: str) -> float:
         at = [r["steady_e2e_mean"] for r in rows if r["policy"] == b and r["qps"] == ks[b]["knee"]]
-        return sum(at) / len(at)
+        mean: float = sum(at) / len(at)
+        return mean
 
     return max(present, key=lambda b: (ks[b]["knee"], -e2e_at_knee(b)))
 

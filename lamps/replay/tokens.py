@@ -34,7 +34,9 @@ def model_len_for(context_tokens: int, block_size: int, minimum: int = 2048) -> 
 
 def tokens_for(index: int, start: int, stop: int) -> list[int]:
     """``[token_at(index, p) for p in range(start, stop)]``, vectorized."""
-    out = ((np.arange(start, stop, dtype=np.int64) * 7919 + index * 104729) % VOCAB_SIZE).tolist()
+    out: list[int] = (
+        (np.arange(start, stop, dtype=np.int64) * 7919 + index * 104729) % VOCAB_SIZE
+    ).tolist()
     for p in (0, 1):
         if start <= p < stop:
             out[p - start] = token_at(index, p)

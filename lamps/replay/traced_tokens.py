@@ -52,18 +52,21 @@ def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer on uint64 values (wrapping arithmetic)."""
     x = (x ^ (x >> np.uint64(30))) * _C1
     x = (x ^ (x >> np.uint64(27))) * _C2
-    return x ^ (x >> np.uint64(31))
+    mixed: np.ndarray = x ^ (x >> np.uint64(31))
+    return mixed
 
 
 def _key(*parts: int) -> np.uint64:
     """A 64-bit key from integers (tuple hashes of ints do not depend on PYTHONHASHSEED)."""
-    return np.uint64(hash(parts) & 0xFFFFFFFFFFFFFFFF)
+    key: np.uint64 = np.uint64(hash(parts) & 0xFFFFFFFFFFFFFFFF)
+    return key
 
 
 def _stream(key: np.uint64, start: int, stop: int, vocab: int) -> np.ndarray:
     """Tokens ``start..stop`` of the pseudo-random sequence named ``key``."""
     pos = np.arange(start, stop, dtype=np.uint64)
-    return (_mix(pos * _GOLDEN + key) % np.uint64(vocab)).astype(np.int64)
+    tokens: np.ndarray = (_mix(pos * _GOLDEN + key) % np.uint64(vocab)).astype(np.int64)
+    return tokens
 
 
 @dataclass
@@ -136,7 +139,8 @@ class TracedTokens:
         tokens = (_mix(grid) % np.uint64(self.vocab)).astype(np.int64)
         if c.canonical:
             self._warm(c, ids, tokens)
-        return tokens.reshape(-1)[start - b0 * bs : stop - b0 * bs]
+        span: np.ndarray = tokens.reshape(-1)[start - b0 * bs : stop - b0 * bs]
+        return span
 
     def _warm(self, c: _Conversation, ids: np.ndarray, tokens: np.ndarray) -> None:
         """Puts the canonical warm-prefix tokens into the blocks whose ids carry them."""
@@ -188,7 +192,8 @@ class TracedTokens:
 
     def prompt(self, rec: RequestRecord, k: int) -> list[int]:
         """Turn ``k``'s whole input."""
-        return self._prompt_array(self._records[rec.arrival.index], k).tolist()
+        prompt: list[int] = self._prompt_array(self._records[rec.arrival.index], k).tolist()
+        return prompt
 
     def chunk(self, rec: RequestRecord, k: int) -> list[int] | None:
         """A paused session's next chunk (turn ``k - 1``'s last sampled token, then the new
@@ -199,7 +204,8 @@ class TracedTokens:
         end = before.input_tokens + before.output_tokens
         if not c.extends[k - 1] or turn.input_tokens < end:
             return None
-        return self._prompt_array(c, k)[end - 1 :].tolist()
+        rest: list[int] = self._prompt_array(c, k)[end - 1 :].tolist()
+        return rest
 
     def sampled(self, rec: RequestRecord, position: int) -> int:
         """The token sampled at ``position`` of the record's current turn."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,7 +43,7 @@ USERS_KNEE_METRIC = "ttft_p95"
 def _pct(values: np.ndarray, q: float) -> float:
     if not values.size:
         return math.nan
-    method = "higher" if np.isinf(values).any() else "linear"
+    method: Literal["higher", "linear"] = "higher" if np.isinf(values).any() else "linear"
     return float(np.percentile(values, q, method=method))
 
 

@@ -20,7 +20,8 @@ from lamps.vllm.config import LampsConfig
 from lamps.vllm.hints import HINTS_KEY, Hints
 
 if TYPE_CHECKING:
-    from lamps.vllm.scheduler import LampsScheduler, LampsStats, LampsSyncScheduler
+    from lamps.vllm.scheduler import LampsScheduler, LampsSyncScheduler
+    from lamps.vllm.stats import LampsStats
 
 _SCHEDULER_NAMES = ("LampsScheduler", "LampsStats", "LampsSyncScheduler")
 

@@ -53,6 +53,7 @@ from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
 if TYPE_CHECKING:
     from vllm.v1.core.sched.output import SchedulerOutput
+    from vllm.v1.core.sched.request_queue import SchedulingPolicy
     from vllm.v1.engine import EngineCoreOutputs
     from vllm.v1.outputs import ModelRunnerOutput
 
@@ -188,11 +189,11 @@ def release_kv(scheduler: Scheduler, request: Request) -> int:
     swallowed and neither the status nor the preemption counters (nor vLLM's preemption
     metric) changed. The caller must have taken the request out of its queue.
     """
-    held = request.num_computed_tokens
+    held: int = request.num_computed_tokens
     status, preemptions = request.status, request.num_preemptions
     waiting, log_stats = scheduler.waiting, scheduler.log_stats
     request.status = RequestStatus.RUNNING
-    scheduler.waiting = _REQUEUE_SINK  # type: ignore[assignment]
+    scheduler.waiting = _REQUEUE_SINK
     scheduler.log_stats = False
     try:
         scheduler._preempt_request(request, time.monotonic())
@@ -245,10 +246,23 @@ class SchedulerHooks:
     """
 
     if TYPE_CHECKING:
+        # vLLM's Scheduler attributes the mixins read (vLLM's names are Any to mypy here).
         waiting: Any
         kv_holding_waiting: Any
         running: list[Request]
+        requests: dict[str, Request]
         pause_state: PauseState
+        policy: SchedulingPolicy
+        vllm_config: Any
+        cache_config: Any
+        kv_cache_config: Any
+        kv_cache_manager: Any
+        connector: Any
+        block_size: int
+        num_waiting_for_streaming_input: int
+        cache_aware_window: int  # vLLM 0.34 and later
+
+        def has_unfinished_requests(self) -> bool: ...
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -264,12 +278,12 @@ class SchedulerHooks:
         # ranked or re-sorted by their own policy: the reorder would undo it (a re-sorted deque)
         # or re-insert every request of the window each step (a ranked queue: its wait, which
         # starvation prevention counts, would restart).
-        if _HAS_CACHE_AWARE_ADMISSION and self.cache_aware_window:  # type: ignore[attr-defined]
+        if _HAS_CACHE_AWARE_ADMISSION and self.cache_aware_window:
             logger.warning(
                 "%s orders its waiting queue by its own policy; ignoring "
                 "--cache-aware-admission-window=%d",
                 type(self).__name__,
-                self.cache_aware_window,  # type: ignore[attr-defined]
+                self.cache_aware_window,
             )
             self.cache_aware_window = 0
 
@@ -277,7 +291,7 @@ class SchedulerHooks:
         # vLLM's schedule() preempts running requests (and stops admitting waiting ones) when
         # KVCacheManager.allocate_slots answers None; give the subclass a chance to free
         # blocks first, then ask again.
-        manager = self.kv_cache_manager  # type: ignore[attr-defined]
+        manager = self.kv_cache_manager
         allocate = manager.allocate_slots
 
         def allocate_slots(*args: Any, **kwargs: Any) -> Any:
@@ -339,7 +353,7 @@ class SchedulerHooks:
     def _enqueue_continuing(self, request: Request) -> None:
         if request.status == RequestStatus.WAITING_FOR_STREAMING_REQ:
             self.on_pause(request)
-        enqueue_waiting(self, request)  # type: ignore[arg-type]
+        enqueue_waiting(self, request)
 
     def update_from_output(
         self, scheduler_output: SchedulerOutput, model_runner_output: ModelRunnerOutput
@@ -380,6 +394,6 @@ class SchedulerHooks:
             # vLLM drains only the KV-holding queue here and subtracts every session waiting
             # for input, assuming all of them sit in it; a session whose KV was released is
             # parked in `waiting` instead.
-            held = len(self.kv_holding_waiting) - self.kv_holding_waiting.num_parked
+            held: int = len(self.kv_holding_waiting) - self.kv_holding_waiting.num_parked
             return len(self.running) + held
         return super().get_num_unfinished_requests()  # type: ignore[misc, no-any-return]

@@ -199,8 +199,8 @@ class LampsConfig:
         path = env.get(ENV_CONFIG_FILE)
         if path:
             try:
-                with open(path, encoding="utf-8") as f:
-                    from_file = json.load(f)
+                with open(path, encoding="utf-8") as config_file:
+                    from_file = json.load(config_file)
             except (OSError, json.JSONDecodeError) as e:
                 raise ValueError(
                     f"{ENV_CONFIG_FILE}={path!r}: cannot read a JSON object: {e}"

@@ -82,12 +82,12 @@ def _as_seconds(value: Any) -> float | None:
         return None
     if isinstance(value, int) and value > MAX_HINT_SECONDS:
         raise _OutOfRange(f"above {MAX_HINT_SECONDS:g}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
         return None
-    if value > MAX_HINT_SECONDS:
+    if seconds > MAX_HINT_SECONDS:
         raise _OutOfRange(f"above {MAX_HINT_SECONDS:g}")
-    return value
+    return seconds
 
 
 _TRUE = ("true", "1", "yes")

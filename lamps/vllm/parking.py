@@ -21,7 +21,7 @@ from vllm.v1.request import Request, RequestStatus
 
 def is_paused(request: Request) -> bool:
     """Whether the request is a session waiting for its next input."""
-    return request.status == RequestStatus.WAITING_FOR_STREAMING_REQ
+    return bool(request.status == RequestStatus.WAITING_FOR_STREAMING_REQ)
 
 
 class ParkedSessions:
@@ -36,9 +36,10 @@ class ParkedSessions:
 
     def take(self, request: Request) -> bool:
         """Remove the request if it is parked here; False when it is not."""
-        if self._parked.get(request.request_id) is not request:
+        request_id = request.request_id
+        if self._parked.get(request_id) is not request:
             return False
-        del self._parked[request.request_id]
+        del self._parked[request_id]
         return True
 
     def __contains__(self, request: Request) -> bool:
@@ -131,10 +132,12 @@ class ParkingPriorityQueue(Parking, PriorityRequestQueue):
         PriorityRequestQueue.remove_request(self, request)
 
     def _queue_len(self) -> int:
-        return PriorityRequestQueue.__len__(self)
+        queued: int = PriorityRequestQueue.__len__(self)
+        return queued
 
     def _queue_iter(self) -> Iterator[Request]:
-        return PriorityRequestQueue.__iter__(self)
+        queued: Iterator[Request] = PriorityRequestQueue.__iter__(self)
+        return queued
 
     def remove_requests(self, requests: Iterable[Request]) -> None:
         """Remove the given requests that are queued or parked here (one heapify)."""

@@ -197,10 +197,11 @@ class PauseController:
 
     def preserved_token_seconds(self, now: float) -> float:
         """KV memory over time the preserved pauses are expected to hold: context x rest of call."""
-        return sum(
+        total: float = sum(
             request.num_computed_tokens * self._remaining(state, now)
             for request, state in self._preserved.values()
         )
+        return total
 
     def _remaining(self, state: RequestState, now: float) -> float:
         elapsed = now - (state.pause_started or now)
@@ -218,17 +219,20 @@ class PauseController:
 
     def _demote(self, now: float) -> None:
         candidates = [
-            (self._remaining(state, now) * request.num_computed_tokens, request, state)
+            (
+                self._remaining(state, now) * request.num_computed_tokens,
+                request,
+                state,
+                state.pending_class,
+            )
             for request, state in self._preserved.values()
             if state.pending_class is not None
         ]
         if len(candidates) < 2:
             return
         candidates.sort(key=lambda c: c[0])
-        for _, request, state in candidates[:-1]:  # the costliest stays as the victim
-            self._release(
-                request, state, Strategy(state.pending_class), self._remaining(state, now)
-            )
+        for _, request, state, pending_class in candidates[:-1]:  # the costliest: the victim
+            self._release(request, state, Strategy(pending_class), self._remaining(state, now))
 
     def _grant_swaps(self) -> None:
         """The allowance goes to the wanted swaps that save the most waste first."""

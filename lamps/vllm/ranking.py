@@ -116,7 +116,7 @@ class LampsRanking:
         """The running requests' scores; promoted ones and those preempted `max_preemptions`
         times already get -inf, so they go first and are never vLLM's victim (the last)."""
         table = self._table
-        states = [table.get(r.request_id) for r in running]
+        states = [table.require(r.request_id) for r in running]
         scores = self._scorer.running_scores(running, states, table, batch)
         limit = self.lamps_config.max_preemptions or math.inf
         first = [

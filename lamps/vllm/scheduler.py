@@ -159,7 +159,7 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
     # ----- steps ------------------------------------------------------------------------------
     def schedule(self, *args: Any, **kwargs: Any) -> SchedulerOutput:
         self._before_step()
-        return super().schedule(*args, **kwargs)  # type: ignore[misc, no-any-return]
+        return super().schedule(*args, **kwargs)  # type: ignore[misc]
 
     def _before_step(self) -> None:
         started = time.perf_counter()

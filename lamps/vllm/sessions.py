@@ -223,11 +223,11 @@ class SessionParking(SessionPins):
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, _, sid, epoch = heapq.heappop(deadlines)
-            session = self._sessions.get(sid)
-            parked = session.parked if session else None
+            due = self._sessions.get(sid)
+            parked = due.parked if due else None
             if parked is None or parked.epoch != epoch or parked.strategy != Strategy.PRESERVE:
                 continue
-            assert session is not None
+            assert due is not None
             elapsed = now - parked.parked_at
             if elapsed >= self._cfg.session_max_pin_s:
                 self._stats.cap_releases += 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from lamps.vllm.hints import Hints
 
@@ -71,6 +73,18 @@ final answer."""
 class RequestTable:
     """Slot allocator plus NumPy score columns indexed by slot (zero-copy input of score_batch)."""
 
+    # The columns, set by _alloc (annotations only: _alloc tells a first allocation by their
+    # absence).
+    context: npt.NDArray[np.int64]
+    pending: npt.NDArray[np.int64]
+    output: npt.NDArray[np.int64]
+    turn: npt.NDArray[np.int64]
+    api: npt.NDArray[np.float64]
+    ret: npt.NDArray[np.int64]
+    repeat: npt.NDArray[np.float64]
+    where: npt.NDArray[np.int8]
+    scores: npt.NDArray[np.float64]
+
     def __init__(self, capacity: int = 256) -> None:
         self._states: dict[str, RequestState] = {}
         self._free: list[int] = []
@@ -81,7 +95,7 @@ class RequestTable:
         old = getattr(self, "context", None)
         self.capacity = capacity
         k = SEGMENTS_PER_SLOT
-        new = {
+        new: dict[str, npt.NDArray[Any]] = {
             "context": np.zeros(capacity, np.int64),
             "pending": np.zeros(capacity, np.int64),
             "output": np.zeros(capacity * k, np.int64),  # per segment; the current turn first
@@ -108,6 +122,13 @@ class RequestTable:
     def get(self, request_id: str) -> RequestState | None:
         """The state of a live request, or None."""
         return self._states.get(request_id)
+
+    def require(self, request_id: str) -> RequestState:
+        """The state of a live request; a KeyError naming it if it was never registered."""
+        state = self._states.get(request_id)
+        if state is None:
+            raise KeyError(f"request {request_id!r} has no LAMPS state (never registered)")
+        return state
 
     def add(self, request_id: str, hints: Hints) -> RequestState:
         """Register a request and give it a slot."""

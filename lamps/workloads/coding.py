@@ -130,7 +130,8 @@ class _Parser:
         if not ok or not math.isfinite(value) or value < 0:
             kind = "a non-negative integer" if integer else "a finite number >= 0"
             raise self.fail(where, f"field {name!r} must be {kind}, got {value!r}")
-        return value
+        number: float = value  # checked above: an int or a float
+        return number
 
     def top(self, data: Any) -> TracedConversation:
         if not isinstance(data, Mapping):

@@ -91,7 +91,8 @@ def unpack(data: bytes) -> dict[str, Any]:
 
 
 def _largest_input(trace: Mapping[str, Any]) -> int:
-    return max(r["in"] for r in trace["requests"] if r.get("type") != "subagent")
+    largest: int = max(r["in"] for r in trace["requests"] if r.get("type") != "subagent")
+    return largest
 
 
 def choose(traces: Mapping[str, Any], size: int = SUBSET_SIZE) -> list[str]:
@@ -116,7 +117,7 @@ def load_builtin_coding(
     *, max_human_seconds: float = DEFAULT_MAX_HUMAN_SECONDS, max_tool_seconds: float | None = None
 ) -> Workload:
     """The shipped subset as a workload (``builtin:claude-code``)."""
-    data = resources.files("lamps.data").joinpath(PACKED_DIR, PACKED_FILE).read_bytes()
+    data = resources.files("lamps.data").joinpath(PACKED_DIR).joinpath(PACKED_FILE).read_bytes()
     convs = tuple(
         parse_coding_trace(
             t,

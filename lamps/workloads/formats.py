@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -205,6 +205,13 @@ def write_compact(workload: Workload, path: Path) -> Path:
     return path
 
 
+class _GapCaps(TypedDict):
+    """The gap caps of a kv-cache-tester trace (``lamps.workloads.coding``)."""
+
+    max_human_seconds: float
+    max_tool_seconds: float | None
+
+
 def load_trace(
     path: str | Path,
     *,
@@ -214,7 +221,7 @@ def load_trace(
     """Loads a trace: an InferCept-format JSON file, a kv-cache-tester trace file or directory
     of them (detected from the content; the gap caps apply to these, see
     ``lamps.workloads.coding``), or a shipped one named ``builtin:NAME``."""
-    caps = {"max_human_seconds": max_human_seconds, "max_tool_seconds": max_tool_seconds}
+    caps: _GapCaps = {"max_human_seconds": max_human_seconds, "max_tool_seconds": max_tool_seconds}
     text_path = str(path)
     if text_path.startswith("builtin:"):
         key = text_path.removeprefix("builtin:")

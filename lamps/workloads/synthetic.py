@@ -67,7 +67,10 @@ def write_stats(stats: Mapping[str, Any], path: Path) -> Path:
 
 def load_stats() -> dict[str, Any]:
     """The shipped per-type statistics of the InferCept multi-API mixture."""
-    return json.loads(resources.files("lamps.data").joinpath(STATS_FILE).read_text())
+    stats: dict[str, Any] = json.loads(
+        resources.files("lamps.data").joinpath(STATS_FILE).read_text()
+    )
+    return stats
 
 
 def _sample_table(table: Sequence[float], rng: np.random.Generator) -> float:

@@ -52,7 +52,8 @@ from lamps.vllm.swap.messages import (
     SwapOutJob,
     SwapWorker,
 )
-from lamps.vllm.swap.scheduler_side import SchedulerSide, SwapOutDecision
+from lamps.vllm.swap.records import SwapOutDecision
+from lamps.vllm.swap.scheduler_side import SchedulerSide
 from lamps.vllm.swap.sessions import SessionCopies
 from lamps.vllm.swap.worker_side import WorkerSide
 

@@ -49,5 +49,5 @@ class SwapConfig:
 def host_pool_blocks(kv_cache_config: KVCacheConfig, host_pool_gib: float) -> int:
     """Host blocks that fit in `host_pool_gib` (both sides compute the same number)."""
     group = kv_cache_config.kv_cache_groups[0]
-    block_bytes = group.kv_cache_spec.page_size_bytes * len(group.layer_names)
+    block_bytes: int = group.kv_cache_spec.page_size_bytes * len(group.layer_names)
     return max(int(host_pool_gib * GIB) // block_bytes, 0)

@@ -76,19 +76,19 @@ class SimulatedSwapWorker:
                 self._out_results[job.request_id] = (0, 1)
                 continue
             self._launch("out", job)
-        for job in metadata.swap_in:
-            request_id = job.request_id
+        for load in metadata.swap_in:
+            request_id = load.request_id
             if request_id in self._failed_loads:
                 continue
             continuing = request_id in self._partial
-            stored = job.copy_id in self._stored
+            stored = load.copy_id in self._stored
             if not stored or (request_id in self._in_flight and not continuing):
                 self._finished_recving.add(request_id)
                 self._failed_recving.add(request_id)
                 self._partial.discard(request_id)
                 continue
-            self._launch("in", job)
-            if not job.final:
+            self._launch("in", load)
+            if not load.final:
                 self._partial.add(request_id)
 
     def collect_finished(self, finished_req_ids: set[str]) -> KVConnectorTransferResults:

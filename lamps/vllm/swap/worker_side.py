@@ -66,22 +66,22 @@ class WorkerSide:
             except (PoolExhaustedError, SwapError, ValueError) as e:
                 logger.warning("LAMPS swap: swap-out of %s not started: %s", job.request_id, e)
                 self._out_results[job.request_id] = (0, 1)
-        for job in metadata.swap_in:
-            first_block, block_ids = job.first_block, job.block_ids
-            gathered = self._parts.pop(job.request_id, None)
+        for load in metadata.swap_in:
+            first_block, block_ids = load.first_block, load.block_ids
+            gathered = self._parts.pop(load.request_id, None)
             if gathered is not None:
                 first_block, block_ids = gathered[0], gathered[1] + list(block_ids)
-            if not job.final:
-                self._parts[job.request_id] = (first_block, list(block_ids))
+            if not load.final:
+                self._parts[load.request_id] = (first_block, list(block_ids))
                 continue
             try:
-                engine.swap_in(job.copy_id, block_ids, first_block)
-                if job.source_id is not None:
-                    self._load_of[job.source_id] = job.request_id
+                engine.swap_in(load.copy_id, block_ids, first_block)
+                if load.source_id is not None:
+                    self._load_of[load.source_id] = load.request_id
             except (SwapError, KeyError, ValueError) as e:
-                logger.warning("LAMPS swap: swap-in of %s not started: %s", job.request_id, e)
-                self._finished_recving.add(job.request_id)
-                self._failed_recving.add(job.request_id)
+                logger.warning("LAMPS swap: swap-in of %s not started: %s", load.request_id, e)
+                self._finished_recving.add(load.request_id)
+                self._failed_recving.add(load.request_id)
 
     def collect_finished(self, finished_req_ids: set[str]) -> KVConnectorTransferResults:
         """Stop transfers of finished requests; return loads that ended (failed ones in both)."""
