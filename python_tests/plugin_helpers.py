@@ -6,7 +6,7 @@ from typing import Any
 
 from vllm.v1.request import RequestStatus
 
-from lamps.harness import make_request, run_step
+from lamps.harness import SettableClock, make_request, run_step
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
 
 LAMPS_CLASSES = [LampsSyncScheduler, LampsScheduler]
@@ -14,8 +14,13 @@ QUIET = {"log_interval_s": 0.0}
 
 
 def lamps(make: Any, cls: type = LampsSyncScheduler, **lamps_cfg: Any) -> Any:
+    """A LAMPS scheduler on a settable clock (``sched.test_clock``) that stands still unless a
+    test moves it: decisions that read step times do not depend on the machine's load."""
     kwargs = {k: lamps_cfg.pop(k) for k in list(lamps_cfg) if k in _BUILD_KEYS}
-    return make(cls, additional_config={"lamps": {**QUIET, **lamps_cfg}}, **kwargs)
+    sched = make(cls, additional_config={"lamps": {**QUIET, **lamps_cfg}}, **kwargs)
+    sched.test_clock = SettableClock(100.0)
+    sched.set_clock(sched.test_clock)
+    return sched
 
 
 _BUILD_KEYS = {"max_num_seqs", "num_blocks", "enable_prefix_caching", "max_num_batched_tokens"}
