@@ -113,3 +113,16 @@ def test_the_main_commands_defaults_parse() -> None:
     m = re.search(r"set -- (.*?)\nfi", script, re.S)
     assert m, "scripts/replay has no default arguments"
     check_command("lamps replay " + re.sub(r"\\\n\s*", " ", m.group(1)))
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_resolve(page: Path) -> None:
+    missing = [
+        target
+        for target in LINK.findall(page.read_text())
+        if "://" not in target and not (page.parent / target).exists()
+    ]
+    assert not missing, f"{page.relative_to(ROOT)} links to missing files: {missing}"

@@ -26,7 +26,9 @@ def grow_beside_a_paused_session(sched: Any, steps: int = 80) -> Any:
 def test_paused_kv_is_released_before_a_running_request_is_preempted(
     make_vllm_scheduler: Any,
 ) -> None:
-    sched = lamps(make_vllm_scheduler, num_blocks=20, allow_swap=False)
+    sched = lamps(
+        make_vllm_scheduler, num_blocks=20, allow_swap=False, release_paused_under_pressure=True
+    )
     runner = grow_beside_a_paused_session(sched)
     assert runner.num_preemptions == 0
     assert sched.lamps_stats.paused_pressure_releases == 1
@@ -36,9 +38,7 @@ def test_paused_kv_is_released_before_a_running_request_is_preempted(
 
 
 def test_without_the_release_vllm_preempts_the_running_request(make_vllm_scheduler: Any) -> None:
-    sched = lamps(
-        make_vllm_scheduler, num_blocks=20, allow_swap=False, release_paused_under_pressure=False
-    )
+    sched = lamps(make_vllm_scheduler, num_blocks=20, allow_swap=False)  # the default
     runner = grow_beside_a_paused_session(sched)
     assert runner.num_preemptions >= 1
     assert sched.lamps_stats.paused_pressure_releases == 0

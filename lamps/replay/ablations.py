@@ -35,9 +35,10 @@ ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
         {"score_horizon": "next_call"},
         "score one call ahead (the current turn and its call) instead of the whole life",
     ),
-    "lamps-no-pressure-release": (
-        {"release_paused_under_pressure": False},
-        "paused KV kept under memory pressure: vLLM preempts a running request instead",
+    "lamps-pressure-release": (
+        {"release_paused_under_pressure": True},
+        "under memory pressure the paused KV that wastes most to keep is discarded before vLLM "
+        "preempts a running request (off by default)",
     ),
     "lamps-no-preemption-bound": (
         {"max_preemptions": 0},

@@ -94,7 +94,9 @@ class LampsConfig:
     redecide: str = "overrun"
     swap_policy: str = "unbudgeted"
     score_horizon: str = "life"
-    release_paused_under_pressure: bool = True
+    # Off: discarding paused KV under pressure recomputes it at resume; past the knee that cost
+    # 1.38x mean e2e against letting vLLM preempt (docs/results.md, "The mechanisms").
+    release_paused_under_pressure: bool = False
     max_preemptions: int = 2
     sessions: bool = True
     session_prefix_aware: bool = True

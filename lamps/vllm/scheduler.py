@@ -226,7 +226,8 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
 
     def on_kv_shortage(self) -> bool:
         # Before vLLM preempts a running request: parked turns give their pinned blocks back,
-        # then paused sessions holding KV are released, the costliest to keep first.
+        # then (if configured; off by default) paused sessions holding KV are released, the
+        # costliest to keep first.
         now = self._clock()
         if self._sessions.release_for_pressure(now):
             return True
