@@ -156,8 +156,25 @@ def pytest_configure(config: pytest.Config) -> None:
 
     for name in ("schedule", "add_request", "update_from_output"):
         setattr(_LampsMixin, name, _recording(getattr(_LampsMixin, name)))
+    _install_still_clock(_LampsMixin)
     if config.getoption("--lamps-order") == "reverse":
         _install_reverse_order()
+
+
+def _install_still_clock(mixin: Any) -> None:
+    """LAMPS measures step times on its clock; vLLM's tests run a few steps, and a measured
+    time that follows the machine's load would flip near-ties between two requests' scores from
+    one run to the next. Every LAMPS scheduler a test builds gets a clock that stands still."""
+    from lamps.harness import SettableClock
+
+    lamps_init = mixin.__init__
+
+    def still_clock_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        lamps_init(self, *args, **kwargs)
+        self.set_clock(SettableClock(0.0))
+
+    still_clock_init.__wrapped__ = lamps_init  # type: ignore[attr-defined]
+    mixin.__init__ = still_clock_init
 
 
 def _recording(method: Any) -> Any:
