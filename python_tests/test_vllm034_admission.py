@@ -113,7 +113,9 @@ def test_starved_request_is_promoted_though_cache_aware_admission_was_asked_for(
         LampsSyncScheduler,
         8,
         max_num_seqs=1,
-        additional_config={"lamps": {**QUIET, "starvation_threshold": 5}},
+        additional_config={
+            "lamps": {**QUIET, "starvation_rule": "iterations", "starvation_threshold": 5}
+        },
     )
     sched.add_request(make_request("warm", list(range(400)), max_tokens=1))
     for _ in range(3):
