@@ -444,10 +444,17 @@ def test_without_a_rank_vllms_balancer_splits_a_session(dp_ranks: Any) -> None:
             time.sleep(0.2)  # the last step's stats reach the front end
         return [n - b for n, b in zip(turns_by_rank(), before, strict=True)], cached
 
-    # vLLM's balancer places every request anew (ties rotate): the turns take both ranks,
-    # and the second finds nothing of the first.
-    turns, cached = two_turns("unpinned", {})
-    assert turns == [1, 1] and cached == 0
+    # vLLM's balancer places every request anew, by load: a session's turns go wherever the
+    # load is least, and a turn on the other rank finds nothing of the first. Parked turns of
+    # the tests before count as load (LAMPS reports them), so the first sessions may all go to
+    # the emptier rank; as they park there, it fills and the balancer moves on.
+    splits = []
+    for i in range(4):
+        turns, cached = two_turns(f"unpinned{i}", {})
+        if turns == [1, 1]:
+            splits.append(cached)
+            break
+    assert splits and splits[0] == 0, "no unpinned session's turns were split across the ranks"
     # With the rank a router (or client) sets, both turns run on it and the prefix stays.
     turns, cached = two_turns("pinned", {"X-data-parallel-rank": "1"})
     assert turns == [0, 2] and cached >= BLOCK * 3
