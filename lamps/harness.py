@@ -86,7 +86,7 @@ def swap_connector_config(**extra_config: Any) -> KVTransferConfig:
 
     return KVTransferConfig(
         kv_connector="LampsSwapConnector",
-        kv_connector_module_path="lamps.vllm.swap",
+        kv_connector_module_path="lamps.connector",
         kv_role="kv_both",
         kv_connector_extra_config=extra_config,
     )
@@ -304,7 +304,7 @@ def model_runner_output(
     """One token per sampling request (a mapping gives each its own, else ``token_id``)."""
     from vllm.v1.outputs import ModelRunnerOutput
 
-    from lamps.vllm.compat import runner_output_ids
+    from lamps.mechanism.compat import runner_output_ids
 
     tokens = sampled if isinstance(sampled, Mapping) else dict.fromkeys(sampled, token_id)
     req_ids = list(scheduler_output.num_scheduled_tokens)

@@ -21,7 +21,7 @@ from vllm.v1.engine import EngineCoreOutput
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
 from vllm.v1.request import RequestStatus
 
-from lamps.vllm.compat import runner_output_ids
+from lamps.mechanism.compat import runner_output_ids
 
 # Called with a step's SchedulerOutput when it is scheduled; returns the connector output
 # to attach when that step's result comes back (None: nothing to report).

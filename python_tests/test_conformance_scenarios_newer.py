@@ -20,8 +20,8 @@ from vllm.v1.outputs import DraftTokenIds, ModelRunnerOutput
 from vllm.v1.request import RequestStatus
 
 from lamps.harness import build_scheduler, build_vllm_config, make_request, model_runner_output
+from lamps.mechanism.compat import VLLM_VERSION, runner_output_ids
 from lamps.vllm import LampsSyncScheduler
-from lamps.vllm.compat import VLLM_VERSION, runner_output_ids
 
 QUIET = {"log_interval_s": 0.0}
 

@@ -20,8 +20,8 @@ from vllm.v1.request import RequestStatus
 
 from lamps._core import Strategy
 from lamps.harness import build_scheduler, build_vllm_config, make_request, run_step
+from lamps.mechanism.stats_channel import take_stats_payload
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
-from lamps.vllm.compat import take_stats_payload
 from lamps.vllm.metrics import stats_payload
 from lamps.vllm.stats import LampsStats
 
@@ -217,7 +217,7 @@ def test_huge_values_travel_clamped() -> None:
     from vllm.v1.metrics.stats import SchedulerStats
     from vllm.v1.serial_utils import MsgpackDecoder, MsgpackEncoder
 
-    from lamps.vllm.compat import attach_stats_payload
+    from lamps.mechanism.stats_channel import attach_stats_payload
 
     stats = LampsStats(memory_over_time=10**30, ranking_seconds=1e30, pinned_blocks=3)
     sched_stats = SchedulerStats()

@@ -8,7 +8,7 @@ import logging
 import pydantic
 import pytest
 
-from lamps.vllm.hints import FLAT_PREFIX, SCHEMA, Hints, as_vllm_xargs, parse_hints
+from lamps.mechanism.hints import FLAT_PREFIX, SCHEMA, Hints, as_vllm_xargs, parse_hints
 
 LOG = logging.getLogger("test.hints")
 

@@ -35,7 +35,7 @@ import pytest
 from openai_server import OpenAIServer, ServerProcess, free_port, metric
 
 from lamps.harness import tiny_word_ids, write_tiny_chat_tokenizer, write_tiny_llama
-from lamps.vllm.hints import as_vllm_xargs
+from lamps.mechanism.hints import as_vllm_xargs
 
 pytestmark = [
     pytest.mark.slow,

@@ -29,6 +29,7 @@ from vllm.v1.outputs import KVConnectorOutput
 from vllm.v1.request import RequestStatus
 from vllm.v1.worker.utils import allocate_kv_cache
 
+from lamps.connector import LampsSwapConnector, LampsSwapMetadata, SwapConfig, host_pool_blocks
 from lamps.harness import (
     attention_spec,
     build_scheduler,
@@ -39,10 +40,9 @@ from lamps.harness import (
     sampling_requests,
     swap_connector_config,
 )
+from lamps.mechanism.compat import VLLM_VERSION
 from lamps.swap import SwapEngine, SwapError
 from lamps.vllm import LampsSyncScheduler
-from lamps.vllm.compat import VLLM_VERSION
-from lamps.vllm.swap import LampsSwapConnector, LampsSwapMetadata, SwapConfig, host_pool_blocks
 
 BLOCK_SIZE = 16
 NUM_LAYERS = 2

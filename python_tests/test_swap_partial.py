@@ -20,12 +20,12 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
+from lamps.connector import LampsSwapMetadata, SwapInJob, SwapOutJob
 from lamps.harness import SettableClock
-from lamps.vllm.compat import SchedulerHooks
-from lamps.vllm.parking import ParkingPriorityQueue
-from lamps.vllm.pausing import Admission, KvPauses
-from lamps.vllm.swap import LampsSwapMetadata, SwapInJob, SwapOutJob
-from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
+from lamps.mechanism.compat import SchedulerHooks
+from lamps.mechanism.paused_queue import PausedAsidePriorityQueue
+from lamps.mechanism.pausing import Admission, KvPauses
+from lamps.replay.simulated_swap_worker import SimulatedSwapWorker
 
 
 class PartialSwapScheduler(SchedulerHooks, Scheduler):
@@ -35,8 +35,8 @@ class PartialSwapScheduler(SchedulerHooks, Scheduler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.waiting = ParkingPriorityQueue()
-        self.kv_holding_waiting = ParkingPriorityQueue()
+        self.waiting = PausedAsidePriorityQueue()
+        self.kv_holding_waiting = PausedAsidePriorityQueue()
         self.kv_pauses = KvPauses(self)
         self.admissions: list[Admission] = []
 
@@ -44,7 +44,7 @@ class PartialSwapScheduler(SchedulerHooks, Scheduler):
         assert self.kv_pauses.swap(request, self.head_blocks)
 
     def on_resume(self, session: Request, update: StreamingUpdate) -> None:
-        self.kv_pauses.unpark(session)
+        self.kv_pauses.resume(session)
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
         self.admissions += self.kv_pauses.admitted(scheduler_output)

@@ -1,4 +1,4 @@
-"""Parked turns of HTTP sessions through the swap connector (lamps.vllm.swap.sessions).
+"""Parked turns of HTTP sessions through the swap connector (lamps.connector.session_copies).
 
 A finished request's turn is copied to the host under a copy id of its own; the session's next
 request, a new request id, is matched to the copy by its block hashes and loads it. Driven by

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from lamps.harness import SettableClock
-from lamps.vllm.swap import (
+from lamps.connector import (
     LampsSwapMetadata,
     LampsSwapWorkerMetadata,
     SwapInJob,
     SwapOutJob,
     SwapWorker,
 )
-from lamps.vllm.swap.messages import SwapJob
-from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
+from lamps.connector.messages import SwapJob
+from lamps.harness import SettableClock
+from lamps.replay.simulated_swap_worker import SimulatedSwapWorker
 
 
 def out(request_id: str, num_blocks: int) -> SwapOutJob:

@@ -27,8 +27,8 @@ from lamps.baselines.continuum import ContinuumScheduler
 from lamps.baselines.infercept import InferCeptScheduler
 from lamps.baselines.lamps_authors import LampsAuthorsScheduler
 from lamps.harness import build_scheduler, build_vllm_config, make_request, run_step
+from lamps.mechanism.compat import VLLM_VERSION
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
-from lamps.vllm.compat import VLLM_VERSION
 
 pytestmark = pytest.mark.skipif(
     VLLM_VERSION[:2] < (0, 34),

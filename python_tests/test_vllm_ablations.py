@@ -9,10 +9,10 @@ from vllm.v1.request import RequestStatus
 
 from lamps import BatchState, CostModel, Strategy
 from lamps.harness import SettableClock, make_request, run_step
+from lamps.mechanism.hints import Hints
 from lamps.vllm import LampsSyncScheduler
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.config import LampsConfig
-from lamps.vllm.hints import Hints
 from lamps.vllm.pause_policy import PauseController
 from lamps.vllm.state import RequestState
 from lamps.vllm.stats import LampsStats

@@ -6,11 +6,12 @@ import inspect
 from typing import Any
 
 import pytest
+from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorBase_V1
 from vllm.v1.request import RequestStatus
 
-from lamps.harness import make_request
-from lamps.vllm import compat
-from lamps.vllm.compat import PRIVATE_MEMBERS, check_version, parse_version
+from lamps.harness import make_request, swap_connector_config
+from lamps.mechanism import compat
+from lamps.mechanism.compat import PRIVATE_MEMBERS, check_version, parse_version
 
 
 def test_version_range_is_checked_with_a_readable_error() -> None:
@@ -38,14 +39,19 @@ def test_private_member_exists_with_the_expected_signature(
         return
     if member.owner is Scheduler:
         instance: Any = make_vllm_scheduler(Scheduler)
+    elif member.owner is KVConnectorBase_V1:
+        config = swap_connector_config(host_pool_gib=0.01)
+        instance = make_vllm_scheduler(Scheduler, kv_transfer_config=config).connector
+        assert isinstance(instance, KVConnectorBase_V1)
     else:
         instance = make_request("r", [1, 2, 3])
     assert hasattr(instance, member.name), member.name
 
 
 def test_every_private_vllm_name_used_in_lamps_is_declared() -> None:
-    # Private (underscore) members of vLLM's scheduler called or overridden anywhere in lamps/
-    # must be declared in compat.PRIVATE_MEMBERS, and used nowhere else.
+    # Private (underscore) members of vLLM's scheduler and of its KV connector base called,
+    # read or overridden anywhere in lamps/ must be declared in compat.PRIVATE_MEMBERS, and
+    # used nowhere else.
     import pathlib
     import re
 
@@ -54,6 +60,13 @@ def test_every_private_vllm_name_used_in_lamps_is_declared() -> None:
     from vllm.v1.core.sched.scheduler import Scheduler
 
     vllm_private = {n for n in dir(Scheduler) if n.startswith("_") and not n.startswith("__")}
+    # The connector base's private methods and the attributes its constructor sets.
+    vllm_private |= {
+        n for n in dir(KVConnectorBase_V1) if n.startswith("_") and not n.startswith("__")
+    }
+    vllm_private |= set(
+        re.findall(r"self\.(_[a-z][a-z_]+)\b", inspect.getsource(KVConnectorBase_V1))
+    )
     for path in root.rglob("*.py"):
         text = path.read_text()
         used = {n for n in re.findall(r"\b(_[a-z][a-z_]+)\b", text) if n in vllm_private}

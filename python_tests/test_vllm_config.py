@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from lamps.mechanism.hints import Hints, parse_hints
 from lamps.vllm import LampsConfig
-from lamps.vllm.hints import Hints, parse_hints
 from lamps.vllm.predictors import ApiDurationPredictor
 
 

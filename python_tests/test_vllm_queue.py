@@ -9,7 +9,7 @@ from vllm.v1.core.sched.request_queue import RequestQueue
 from vllm.v1.request import RequestStatus
 
 from lamps.harness import make_request
-from lamps.vllm.hints import Hints
+from lamps.mechanism.hints import Hints
 from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.state import RequestTable
 
@@ -84,9 +84,9 @@ def test_paused_sessions_are_parked() -> None:
     assert len(queue) == 1 and not queue  # counted, but nothing to schedule
     queue.add_request(ready)
     assert queue.pop_request() is ready
-    assert list(queue) == [paused] and queue.is_parked(paused)
+    assert list(queue) == [paused] and queue.holds_paused(paused)
     paused.status = RequestStatus.WAITING
-    assert queue.unpark(paused) and not queue.unpark(paused)
+    assert queue.resume(paused) and not queue.resume(paused)
     assert queue.pop_request() is paused
     queue.add_request(ready)
     ready.status = RequestStatus.WAITING_FOR_STREAMING_REQ

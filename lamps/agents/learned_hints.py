@@ -8,7 +8,7 @@ and the mean time the client waited between an answer and its conversation's nex
 client cannot tell which will follow; a parent's wait for its sub-agents included). A hint not
 yet observed is left out, and LAMPS uses what it has learned itself. The last turn of a
 conversation carries ``session_end``, and no gap (nothing follows it). Spelled for
-``vllm_xargs`` by ``lamps.vllm.hints.as_vllm_xargs``, the schema's one definition.
+``vllm_xargs`` by ``lamps.mechanism.hints.as_vllm_xargs``, the schema's one definition.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lamps.vllm.hints import as_vllm_xargs
+from lamps.mechanism.hints import as_vllm_xargs
 
 
 @dataclass

@@ -33,9 +33,9 @@ from typing import Any
 from lamps.agents.client import CompletionClient, TurnOutcome
 from lamps.agents.learned_hints import LearnedHints
 from lamps.agents.prompts import ConversationPrompts, TokenSpace
+from lamps.mechanism.hints import as_vllm_xargs
 from lamps.replay.flows import Event, Start, UserLoop
 from lamps.replay.records import RequestRecord, TurnRecord
-from lamps.vllm.hints import as_vllm_xargs
 from lamps.workloads import Workload
 from lamps.workloads.coding import TracedConversation
 

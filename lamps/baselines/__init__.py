@@ -13,5 +13,5 @@ each rule comes from and what differs on vLLM V1:
   by any scheduler that serves turns as separate requests).
 
 They subclass vLLM's synchronous `Scheduler` (run vLLM with `--no-async-scheduling`). Swapping
-baselines need the LAMPS swap connector (`lamps.vllm.swap`); without it they discard instead.
+baselines need the LAMPS swap connector (`lamps.connector`); without it they discard instead.
 """

@@ -44,10 +44,10 @@ from lamps import CostModel
 from lamps.baselines.continuum_ttl import ToolHistory, code_ttl, paper_ttl
 from lamps.baselines.ordered_queue import OrderedQueue
 from lamps.baselines.program_pins import ProgramPins
-from lamps.vllm.compat import SchedulerHooks, admitted_req_ids
-from lamps.vllm.hints import HINTS_KEY
-from lamps.vllm.parking import is_paused
-from lamps.vllm.pausing import KvPauses
+from lamps.mechanism.compat import SchedulerHooks, admitted_req_ids
+from lamps.mechanism.hints import HINTS_KEY
+from lamps.mechanism.paused_queue import is_paused
+from lamps.mechanism.pausing import KvPauses
 
 logger = logging.getLogger("vllm.lamps.continuum")
 
@@ -228,7 +228,7 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
     def on_resume(self, session: Request, update: StreamingUpdate) -> None:
         self._deadlines.pop(session.request_id, None)
         self._turn_arrived(session, kept=self.kv_pauses.frontier(session.request_id) is None)
-        self.kv_pauses.unpark(session)
+        self.kv_pauses.resume(session)
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
         now = self._clock()

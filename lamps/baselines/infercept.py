@@ -62,10 +62,10 @@ from lamps.baselines.infercept_model import (
     swap_allowances,
 )
 from lamps.baselines.passive_swap import PassiveSwap
-from lamps.vllm.compat import SchedulerHooks
-from lamps.vllm.hints import parse_hints
-from lamps.vllm.parking import ParkingPriorityQueue, is_paused
-from lamps.vllm.pausing import KvPauses
+from lamps.mechanism.compat import SchedulerHooks
+from lamps.mechanism.hints import parse_hints
+from lamps.mechanism.paused_queue import PausedAsidePriorityQueue, is_paused
+from lamps.mechanism.pausing import KvPauses
 
 logger = logging.getLogger("vllm.lamps.infercept")
 
@@ -120,8 +120,8 @@ class InferCeptScheduler(SchedulerHooks, Scheduler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.waiting = ParkingPriorityQueue()
-        self.kv_holding_waiting = ParkingPriorityQueue()
+        self.waiting = PausedAsidePriorityQueue()
+        self.kv_holding_waiting = PausedAsidePriorityQueue()
         self.constants = constants_from_config(
             self.vllm_config.additional_config.get(CONFIG_KEY, {})
         )
@@ -150,9 +150,9 @@ class InferCeptScheduler(SchedulerHooks, Scheduler):
         block_size = self.block_size
         free_tokens = self.kv_cache_manager.block_pool.get_num_free_blocks() * block_size
         t_sout, t_sin = swap_allowances(free_tokens, self.constants, self.max_num_scheduled_tokens)
-        pace = getattr(self.connector, "lamps_pace_loads", None)
-        if pace is not None:
-            pace(allowance_blocks(t_sin, block_size) * block_size)
+        swapper = self.kv_pauses.swapper
+        if swapper is not None:
+            swapper.lamps_pace_loads(allowance_blocks(t_sin, block_size) * block_size)
         self._swap.prune()
         self._active_discard()
         victims, out_blocks = self.pause_victims(
@@ -231,7 +231,7 @@ class InferCeptScheduler(SchedulerHooks, Scheduler):
             return
         waiting = 0
         for queue in (self.waiting, self.kv_holding_waiting):
-            waiting += len(queue) - queue.num_parked
+            waiting += len(queue) - queue.num_paused
         if waiting > len(swapped):
             return
         for request in sorted(swapped.values(), key=lambda r: r.arrival_time):
@@ -255,7 +255,7 @@ class InferCeptScheduler(SchedulerHooks, Scheduler):
         self._preserved.pop(session.request_id, None)
         self._resume_at.pop(session.request_id, None)
         self._swap.resumed(session)
-        self.kv_pauses.unpark(session)
+        self.kv_pauses.resume(session)
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
         for admission in self.kv_pauses.admitted(scheduler_output):

@@ -57,10 +57,10 @@ from lamps import BatchState, CostModel, Strategy, score_batch
 from lamps.baselines.infercept_model import GPTJ_6B, discard_waste
 from lamps.baselines.ordered_queue import OrderedQueue
 from lamps.baselines.passive_swap import PassiveSwap
-from lamps.vllm.compat import SchedulerHooks
-from lamps.vllm.hints import Hints, parse_hints
-from lamps.vllm.parking import ParkingPriorityQueue, is_paused
-from lamps.vllm.pausing import KvPauses
+from lamps.mechanism.compat import SchedulerHooks
+from lamps.mechanism.hints import Hints, parse_hints
+from lamps.mechanism.paused_queue import PausedAsidePriorityQueue, is_paused
+from lamps.mechanism.pausing import KvPauses
 
 logger = logging.getLogger("vllm.lamps.authors")
 
@@ -106,7 +106,7 @@ class LampsAuthorsScheduler(SchedulerHooks, Scheduler):
         if config:
             raise ValueError(f"additional_config '{CONFIG_KEY}': unknown key(s) {sorted(config)}")
         self.waiting = OrderedQueue()
-        self.kv_holding_waiting = ParkingPriorityQueue()
+        self.kv_holding_waiting = PausedAsidePriorityQueue()
         self.kv_pauses = KvPauses(self)
         self._stats: dict[str, int] = dict.fromkeys(
             (
@@ -290,7 +290,7 @@ class LampsAuthorsScheduler(SchedulerHooks, Scheduler):
         state = self._states[session.request_id]
         state.hints = self._hints(session)
         self.classify(session, state)
-        self.kv_pauses.unpark(session)
+        self.kv_pauses.resume(session)
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
         for request_id in scheduler_output.num_scheduled_tokens:

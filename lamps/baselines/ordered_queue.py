@@ -4,8 +4,8 @@ The LAMPS authors' scheduler (`mars-repository/mars-codebase`, `vllm/core/schedu
 821-850) re-sorts its waiting and swapped requests by score at every iteration and puts the
 starvation-promoted ones first. `OrderedQueue` is vLLM's `RequestQueue` interface over a deque
 that `reorder` sorts: vLLM pops from the front and puts skipped or preempted requests back at
-the front, exactly as with its FCFS queue, until the next `reorder`. Paused sessions are parked
-aside (`lamps.vllm.parking.Parking`), as in the other queues of this package.
+the front, exactly as with its FCFS queue, until the next `reorder`. Paused sessions are set
+aside (`lamps.mechanism.paused_queue.PausedAside`), as in the other queues of this package.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 from vllm.v1.core.sched.request_queue import RequestQueue
 from vllm.v1.request import Request
 
-from lamps.vllm.parking import Parking, is_paused
+from lamps.mechanism.paused_queue import PausedAside, is_paused
 
 
-class OrderedQueue(Parking, RequestQueue):
+class OrderedQueue(PausedAside, RequestQueue):
     """Requests in the order of the last `reorder`; new ones at the back, returned ones in front."""
 
     def __init__(self) -> None:
@@ -32,7 +32,7 @@ class OrderedQueue(Parking, RequestQueue):
         self._queue = deque(sorted(self._queue, key=key))
 
     def queued(self) -> list[Request]:
-        """The queued (not parked) requests, in order."""
+        """The queued (not paused) requests, in order."""
         return list(self._queue)
 
     def _queue_add(self, request: Request) -> None:
@@ -66,10 +66,10 @@ class OrderedQueue(Parking, RequestQueue):
             self.prepend_request(request)
 
     def remove_requests(self, requests: Iterable[Request]) -> None:
-        gone = {id(r) for r in requests if not self._parked.take(r)}
+        gone = {id(r) for r in requests if not self._paused.take(r)}
         if gone:
             self._queue = deque(r for r in self._queue if id(r) not in gone)
 
     def __bool__(self) -> bool:
-        """Whether a request is queued (parked sessions never are), as vLLM's loops expect."""
+        """Whether a request is queued (paused sessions never are), as vLLM's loops expect."""
         return bool(self._queue)

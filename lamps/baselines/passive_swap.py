@@ -39,8 +39,8 @@ from typing import Any
 
 from vllm.v1.request import Request, RequestStatus
 
-from lamps.vllm.parking import is_paused
-from lamps.vllm.pausing import KvPauses
+from lamps.mechanism.paused_queue import is_paused
+from lamps.mechanism.pausing import KvPauses
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -91,8 +91,8 @@ class PassiveSwap:
         return int(self._sched.kv_cache_manager.block_pool.get_num_free_blocks())
 
     def pending_free_blocks(self) -> int:
-        pending = getattr(self._sched.connector, "lamps_pending_free_blocks", None)
-        return 0 if pending is None else int(pending())
+        swapper = self._pauses.swapper
+        return 0 if swapper is None else int(swapper.lamps_pending_free_blocks())
 
     def gpu_blocks(self, request: Request) -> int:
         """Blocks on the GPU: its own, or a partially swapped request's pinned head."""
@@ -102,12 +102,13 @@ class PassiveSwap:
 
     def host_free_blocks(self) -> int:
         """Free blocks of the swap connector's host pool (0 without one)."""
-        return int(getattr(self._sched.connector, "num_free_host_blocks", 0))
+        swapper = self._pauses.swapper
+        return 0 if swapper is None else int(swapper.num_free_host_blocks)
 
     def swap_state(self, request_id: str) -> str | None:
         """The swap connector's state of the request's host copy (None: none, or no connector)."""
-        state = getattr(self._sched.connector, "swap_state", None)
-        return None if state is None else state(request_id)
+        swapper = self._pauses.swapper
+        return None if swapper is None else swapper.swap_state(request_id)
 
     def resumed(self, request: Request) -> None:
         """A swapped pause's call returned: it is queued now, still holding its host copy."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from vllm.v1.request import Request
 
-from lamps.vllm.pausing import KvPauses
+from lamps.mechanism.pausing import KvPauses
 
 
 def _key(program: str) -> str:

@@ -42,7 +42,7 @@ from lamps.baselines.thunderagent_router import (
     Backend,
     ProgramRouter,
 )
-from lamps.vllm.hints import HINTS_KEY
+from lamps.mechanism.hints import HINTS_KEY
 
 CONFIG_KEY = "thunderagent"
 """`additional_config["thunderagent"]`: `scheduler_interval` (s, default 5), `acting_token_weight`

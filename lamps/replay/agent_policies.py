@@ -20,7 +20,8 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.outputs import KVConnectorOutput
 
-from lamps.replay.policies import ApiMode, ReplayPolicy, register
+from lamps.replay.policy_classes import ApiMode, ReplayPolicy
+from lamps.replay.policy_registry import register
 from lamps.replay.profiles import GIB
 from lamps.workloads import Arrival
 

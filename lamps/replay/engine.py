@@ -21,8 +21,8 @@ A policy replays API calls in one of two modes (``ReplayPolicy.api_mode``):
   OpenAI-compatible agent resends it), tagged with the session's ``session_id``; only the
   prefix cache links the turns.
 
-Policies that swap run with the LAMPS swap connector (``lamps.vllm.swap``); its scheduler side
-is real, its worker side is ``lamps.vllm.swap.simulated_worker``: each copy the connector sends
+Policies that swap run with the LAMPS swap connector (``lamps.connector``); its scheduler side
+is real, its worker side is ``lamps.replay.simulated_swap_worker``: each copy the connector sends
 takes the engine model's link time, one copy at a time per direction, and a step that starts
 copies lasts until they end, less the part its compute hides (``hidden_fraction``). The worker
 is stepped right after ``schedule()``, at the step's start time, and what has ended by then
@@ -46,6 +46,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.metrics.stats import PrefillStats
 from vllm.v1.outputs import KVConnectorOutput, ModelRunnerOutput
 
+from lamps.connector import LampsSwapMetadata
 from lamps.harness import block_hasher, model_runner_output
 from lamps.replay.engine_model import StepClock
 from lamps.replay.engine_setup import (
@@ -59,11 +60,10 @@ from lamps.replay.flows import ArrivalFlow, Event, Start, flow_for
 from lamps.replay.policies import ReplayPolicy
 from lamps.replay.profiles import EngineSettings, GpuProfile
 from lamps.replay.records import KvUsageSeries, RequestRecord, RunResult, TurnRecord
+from lamps.replay.simulated_swap_worker import SimulatedSwapWorker
 from lamps.replay.tokens import SeededHasher, model_len_for
 from lamps.replay.turn_requests import TurnRequests
 from lamps.replay.workers import ReplayWorker
-from lamps.vllm.swap import LampsSwapMetadata
-from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
 from lamps.workloads import Arrival
 
 _ARRIVE, _RESUME = 0, 1

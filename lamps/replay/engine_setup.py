@@ -25,9 +25,9 @@ from lamps.harness import (
 )
 from lamps.replay.policies import ReplayPolicy
 from lamps.replay.profiles import GIB, EngineSettings, GpuProfile
+from lamps.replay.simulated_swap_worker import SimulatedSwapWorker
 from lamps.replay.tokens import VOCAB_SIZE
 from lamps.replay.workers import ReplayWorker, WorkerPolicy
-from lamps.vllm.swap.simulated_worker import SimulatedSwapWorker
 
 if TYPE_CHECKING:
     from vllm.config import KVTransferConfig, VllmConfig

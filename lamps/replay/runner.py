@@ -140,14 +140,6 @@ def _import_everything() -> None:
     # Load every module a replay uses before the first job starts, so that sources edited
     # while a long replay runs cannot mix old and new code in one worker.
     quiet_vllm_logs()
-    import lamps.baselines.continuum
-    import lamps.baselines.infercept
-    import lamps.baselines.infercept_paper
-    import lamps.baselines.lamps_authors
-    import lamps.replay.engine
-    import lamps.replay.metrics
-    import lamps.vllm.scheduler  # lamps.vllm imports it on first use only
-    import lamps.vllm.swap  # noqa: F401
 
 
 def run_one(

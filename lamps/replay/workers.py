@@ -1,7 +1,7 @@
 """What a policy may run beside the scheduler in a replay: its own simulated worker.
 
 By default ``SimEngine`` runs the LAMPS swap connector's simulated worker
-(``lamps.vllm.swap.simulated_worker``). A policy that brings another connector (vLLM's own
+(``lamps.replay.simulated_swap_worker``). A policy that brings another connector (vLLM's own
 CPU offloading) or a process beside vLLM with a clock of its own (a proxy's periodic check)
 implements ``WorkerPolicy``: the engine then builds vLLM with the policy's
 ``KVTransferConfig`` and steps the policy's ``ReplayWorker`` right after each ``schedule()``,

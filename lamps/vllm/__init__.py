@@ -6,7 +6,7 @@ Public surface (stable; see README "Using LAMPS with vLLM"):
   `LAMPS_CONFIG=file.json`.
 - `LampsStats`: counters, read from `scheduler.lamps_stats`.
 - `Hints` / `HINTS_KEY`: per-request hints in `SamplingParams.extra_args["lamps"]`, or flat
-  `lamps_<name>` keys (vLLM's OpenAI `vllm_xargs`); the schema is `lamps.vllm.hints.SCHEMA`.
+  `lamps_<name>` keys (vLLM's OpenAI `vllm_xargs`); the schema is `lamps.mechanism.hints.SCHEMA`.
 - HTTP sessions: requests with vLLM's `session_id` park their turn between requests
   (`lamps.vllm.sessions`, `scheduler.lamps_sessions`).
 - `lamps.vllm.metrics.LampsStatLogger`: the counters on vLLM's `/metrics` (a
@@ -16,8 +16,8 @@ Public surface (stable; see README "Using LAMPS with vLLM"):
 
 from typing import TYPE_CHECKING, Any
 
+from lamps.mechanism.hints import HINTS_KEY, Hints
 from lamps.vllm.config import LampsConfig
-from lamps.vllm.hints import HINTS_KEY, Hints
 
 if TYPE_CHECKING:
     from lamps.vllm.scheduler import LampsScheduler, LampsSyncScheduler

@@ -2,7 +2,7 @@
 
 The scheduler runs in vLLM's engine-core process; `/metrics` is served by the front end. Each
 step the scheduler's `make_stats()` puts `stats_payload(lamps_stats)` into the `SchedulerStats`
-that vLLM sends to the front end (`lamps.vllm.compat.attach_stats_payload`), and
+that vLLM sends to the front end (`lamps.mechanism.stats_channel.attach_stats_payload`), and
 `LampsStatLogger`, registered under vLLM's `vllm.stat_logger_plugins` entry point group
 (`pyproject.toml`), takes it out before vLLM's own loggers see the stats and publishes one
 Prometheus series per `LampsStats` field, generated from the field's metadata: counters as
@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter, Gauge
 from vllm.v1.metrics.loggers import AggregateStatLoggerBase
 
-from lamps.vllm.compat import take_stats_payload
+from lamps.mechanism.stats_channel import take_stats_payload
 from lamps.vllm.stats import COUNTER, LampsStats
 
 _BASE_LABELS = ["model_name", "engine"]

@@ -9,7 +9,7 @@ re-decides every preserved pause before each step with its remaining time (Infer
 costliest whose class is discard or swap (the authors' way). Swaps may be limited to what one
 iteration's compute hides (`swap_policy`), first come or largest saving first; a swap that
 does not fit takes the next-best strategy. The KV itself is released through the pause
-mechanism (`lamps.vllm.pausing`).
+mechanism (`lamps.mechanism.pausing`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from lamps._core import (
     preserve_waste,
     swap_waste,
 )
+from lamps.mechanism.paused_queue import is_paused
+from lamps.mechanism.pausing import KvPauses
 from lamps.vllm.batch import BatchEstimator
-from lamps.vllm.parking import is_paused
-from lamps.vllm.pausing import KvPauses
 from lamps.vllm.state import RequestState
 from lamps.vllm.stats import LampsStats
 

@@ -6,7 +6,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from lamps.vllm.hints import Hints
+from lamps.mechanism.hints import Hints
 
 
 @dataclass

@@ -9,7 +9,7 @@ from vllm.v1.core.sched.request_queue import RequestQueue
 from vllm.v1.request import Request
 
 from lamps._core import RankingQueue
-from lamps.vllm.parking import ParkedSessions, is_paused
+from lamps.mechanism.paused_queue import PausedSessions, is_paused
 from lamps.vllm.state import NOT_QUEUED, RequestState, RequestTable
 
 # Records a request's score inputs in the table and returns its score (see LampsScheduler).
@@ -21,8 +21,8 @@ Patience = Callable[[Request, RequestState], "int | None"]
 class RankingRequestQueue(RequestQueue):
     """Smallest LAMPS score first; starved requests get every `promoted_share`-th pop.
 
-    Paused sessions are parked (`lamps.vllm.parking`): counted by len() and listed by
-    iteration, never returned by peek_request()/pop_request(); `unpark()` queues one when its
+    Paused sessions are set aside (`lamps.mechanism.paused_queue`): counted by len() and listed by
+    iteration, never returned by peek_request()/pop_request(); `resume()` queues one when its
     next input arrives. `__bool__` is True when peek_request() has a request to return.
     """
 
@@ -44,7 +44,7 @@ class RankingRequestQueue(RequestQueue):
         self._q = RankingQueue(starvation_threshold or None, promoted_share)
         self._by_handle: dict[int, Request] = {}
         self._handle_of: dict[str, int] = {}
-        self._parked = ParkedSessions()
+        self._paused = PausedSessions()
 
     @property
     def iteration(self) -> int:
@@ -57,7 +57,7 @@ class RankingRequestQueue(RequestQueue):
 
     def _push(self, request: Request) -> None:
         if is_paused(request):
-            self._parked.park(request)
+            self._paused.add(request)
             return
         state = self._state(request)
         score = self._ranker(request, state)
@@ -73,7 +73,7 @@ class RankingRequestQueue(RequestQueue):
         )  # fmt: skip
         self._by_handle[state.slot] = request
         self._handle_of[request.request_id] = state.slot
-        self._table.where[state.slot] = self.queue_id
+        self._table.queue_of[state.slot] = self.queue_id
 
     def _state(self, request: Request) -> RequestState:
         state = self._table.get(request.request_id)
@@ -84,7 +84,7 @@ class RankingRequestQueue(RequestQueue):
     def _take(self, handle: int) -> Request:
         request = self._by_handle.pop(handle)
         del self._handle_of[request.request_id]
-        self._table.where[handle] = NOT_QUEUED
+        self._table.queue_of[handle] = NOT_QUEUED
         return request
 
     def add_request(self, request: Request) -> None:
@@ -126,12 +126,12 @@ class RankingRequestQueue(RequestQueue):
             self.discard(request)
 
     def discard(self, request: Request) -> bool:
-        """Remove the request if it is queued or parked here; False when it is not.
+        """Remove the request if it is queued or set aside here; False when it is not.
 
         Works from the queue's own index, never from the side table: vLLM may free a request
         (and LAMPS forget its side state) before it removes the request from its queues.
         """
-        if self._parked.take(request):
+        if self._paused.take(request):
             return True
         handle = self._handle_of.get(request.request_id)
         if handle is None or self._by_handle.get(handle) is not request:
@@ -140,37 +140,37 @@ class RankingRequestQueue(RequestQueue):
         self._take(handle)
         return True
 
-    def unpark(self, request: Request) -> bool:
-        """Queue a parked request whose API call returned; False if it was not parked here."""
-        if not self._parked.take(request):
+    def resume(self, request: Request) -> bool:
+        """Queue a paused request whose API call returned; False if it was not set aside here."""
+        if not self._paused.take(request):
             return False
         self._push(request)
         return True
 
     @property
-    def num_parked(self) -> int:
-        """Paused sessions parked here (counted by len(), never popped)."""
-        return len(self._parked)
+    def num_paused(self) -> int:
+        """Paused sessions set aside here (counted by len(), never popped)."""
+        return len(self._paused)
 
-    def is_parked(self, request: Request) -> bool:
-        """Whether the request is parked (paused API call) in this queue."""
-        return request in self._parked
+    def holds_paused(self, request: Request) -> bool:
+        """Whether the request is set aside (paused in an API call) in this queue."""
+        return request in self._paused
 
     def rescore(self, scores: np.ndarray) -> None:
         """Re-key every queued request from `scores` (indexed by slot)."""
         if not self._by_handle:
             return
-        handles = np.flatnonzero(self._table.where[: self._table.num_slots()] == self.queue_id)
+        handles = np.flatnonzero(self._table.queue_of[: self._table.num_slots()] == self.queue_id)
         self._q.update_many(handles.astype(np.int64, copy=False), scores[handles])
 
     def __bool__(self) -> bool:
         return bool(self._by_handle)
 
     def __len__(self) -> int:
-        return len(self._by_handle) + len(self._parked)
+        return len(self._by_handle) + len(self._paused)
 
     def __iter__(self) -> Iterator[Request]:
-        """Schedulable requests in pop order, then the parked ones."""
+        """Schedulable requests in pop order, then the paused ones."""
         for handle in self._q.ranked():
             yield self._by_handle[handle]
-        yield from self._parked
+        yield from self._paused

@@ -178,7 +178,7 @@ class LampsRanking:
         if running:
             known = [st for st in states if st is not None]
             total += float(self._scorer.running_scores(running, known, table, batch).sum())
-        queued = table.where[: table.num_slots()] != NOT_QUEUED
+        queued = table.queue_of[: table.num_slots()] != NOT_QUEUED
         if queued.any():
             total += float(self._scorer.table_scores(table, batch)[queued].sum())
         return total

@@ -1,7 +1,7 @@
 """LampsScheduler: vLLM's scheduler with LAMPS ordering, victim choice and API-pause strategies.
 
 Nothing of vLLM's `schedule()` is copied; this module only wires vLLM's events (through
-`lamps.vllm.compat.SchedulerHooks`) to small parts with one job each:
+`lamps.mechanism.compat.SchedulerHooks`) to small parts with one job each:
 - the waiting queues (`waiting`, `kv_holding_waiting`) are `RankingRequestQueue`s keyed by the
   memory-over-time score (`scoring.Scorer` of the turn `predictors.Forecaster` expects);
 - the scores, starvation clocks, running order and rescoring are `ranking.LampsRanking`'s;
@@ -30,18 +30,19 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
 from lamps._core import Strategy
+from lamps.mechanism.capabilities import session_turn_keeper
+from lamps.mechanism.compat import SchedulerHooks, admitted_req_ids
+from lamps.mechanism.hints import Hints, parse_hints
+from lamps.mechanism.pausing import KvPauses
+from lamps.mechanism.stats_channel import attach_stats_payload
 from lamps.vllm.batch import BatchEstimator
-from lamps.vllm.compat import SchedulerHooks, admitted_req_ids, attach_stats_payload
 from lamps.vllm.config import LampsConfig, served_kv_bytes_per_token
-from lamps.vllm.hints import Hints, parse_hints
 from lamps.vllm.metrics import stats_payload
 from lamps.vllm.pause_policy import PauseController
-from lamps.vllm.pausing import KvPauses
 from lamps.vllm.predictors import Forecaster
 from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.ranking import LampsRanking
 from lamps.vllm.scoring import Scorer
-from lamps.vllm.session_state import session_swap_path
 from lamps.vllm.sessions import SessionParking
 from lamps.vllm.state import RequestTable
 from lamps.vllm.stats import LampsStats, StatsLog
@@ -104,9 +105,11 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
             self._cost, self.block_size, bool(self.cache_config.enable_prefix_caching),
             self.max_num_scheduled_tokens,
         )  # fmt: skip
-        backlog = getattr(self.connector, "lamps_link_backlog_tokens", None)
-        self._link_backlog: Callable[[], tuple[int, int]] = backlog or (lambda: (0, 0))
         self.kv_pauses = KvPauses(self)
+        swapper = self.kv_pauses.swapper
+        self._link_backlog: Callable[[], tuple[int, int]] = (
+            swapper.lamps_link_backlog_tokens if swapper is not None else lambda: (0, 0)
+        )
         self._pause_policy = PauseController(
             self.kv_pauses, self._batch, self._cost, block_pool.get_num_free_blocks,
             self.lamps_stats, allow_swap=cfg.allow_swap, redecide=cfg.redecide,
@@ -115,7 +118,7 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
         self._sessions = SessionParking(
             self.kv_pauses, self._batch, self._cost, cfg, self.lamps_stats, self.forecaster,
             self.block_size, block_pool.num_gpu_blocks, block_pool.get_num_free_blocks,
-            session_swap_path(self.connector),
+            session_turn_keeper(self.connector),
         )  # fmt: skip
         self._batch_key_at_rescore: tuple[float, float, float] | None = None
         # The running list is re-sorted when its members changed, else every few steps (its
@@ -291,7 +294,7 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
         state.strategy = None
         self._pause_policy.forget(session.request_id)
         state.hints = self._read_hints(session)
-        self.kv_pauses.unpark(session)
+        self.kv_pauses.resume(session)
 
     # ----- logging ----------------------------------------------------------------------------
 

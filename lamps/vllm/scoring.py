@@ -92,9 +92,9 @@ class Scorer:
         output = table.output[segments]
         output[::k] = np.maximum(table.turn[slots] - produced, 1)
         return score_batch(
-            context, pending, table.offsets[: n + 1], output, table.api[segments],
-            table.ret[segments], table.undecided[: n * k], batch, self._cost, self._allow_swap,
-            repeat=table.repeat[segments],
+            context, pending, table.offsets[: n + 1], output, table.api_seconds[segments],
+            table.return_tokens[segments], table.undecided[: n * k], batch, self._cost,
+            self._allow_swap, repeat=table.repeat[segments],
         )  # fmt: skip
 
     def table_scores(self, table: RequestTable, batch: BatchState) -> np.ndarray:
@@ -103,6 +103,6 @@ class Scorer:
         m = n * SEGMENTS_PER_SLOT
         return score_batch(
             table.context[:n], table.pending[:n], table.offsets[: n + 1], table.output[:m],
-            table.api[:m], table.ret[:m], table.undecided[:m], batch, self._cost,
+            table.api_seconds[:m], table.return_tokens[:m], table.undecided[:m], batch, self._cost,
             self._allow_swap, out=table.scores[:n], repeat=table.repeat[:m],
         )  # fmt: skip

@@ -14,8 +14,8 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Literal
 
 from lamps._core import PausedRequest, Strategy, discard_waste
+from lamps.mechanism.pausing import KvPauses
 from lamps.vllm.batch import BatchEstimator
-from lamps.vllm.pausing import KvPauses
 from lamps.vllm.session_state import ParkedTurn, Session
 from lamps.vllm.stats import LampsStats
 

@@ -1,4 +1,4 @@
-"""What LAMPS remembers of an HTTP session: its history, its parked turn, and the swap path.
+"""What LAMPS remembers of an HTTP session: its history and its parked turn.
 
 Used by `lamps.vllm.sessions`, which decides what happens to a parked turn.
 """
@@ -6,22 +6,10 @@ Used by `lamps.vllm.sessions`, which decides what happens to a parked turn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from lamps._core import Strategy
-from lamps.vllm.hints import Hints
-
-
-class SessionSwapPath(Protocol):
-    """What the swap connector offers for parked turns (`lamps.vllm.swap.sessions`)."""
-
-    def lamps_park_turn(self, key: str, blocks: list[Any], hashes: list[Any]) -> bool:
-        """Copy `blocks` (hashes `hashes`) to host memory under `key`; False if refused."""
-        ...
-
-    def lamps_drop_turn(self, key: str) -> None:
-        """Forget the host copy under `key` (loaded or not)."""
-        ...
+from lamps.mechanism.hints import Hints
 
 
 class _Mean:
@@ -107,10 +95,3 @@ def matching_prefix(parked: list[Any], hashes: list[Any]) -> int:
     while matched < n and parked[matched] == hashes[matched]:
         matched += 1
     return matched
-
-
-def session_swap_path(connector: Any) -> SessionSwapPath | None:
-    """The connector as a swap path for parked turns, when it offers one."""
-    if connector is not None and hasattr(connector, "lamps_park_turn"):
-        return connector  # type: ignore[no-any-return]
-    return None

@@ -34,15 +34,15 @@ from typing import Any
 from vllm.v1.request import Request, RequestStatus
 
 from lamps._core import PausedRequest, Strategy, choose_strategy
+from lamps.mechanism.capabilities import KeepsSessionTurns
+from lamps.mechanism.hints import Hints
+from lamps.mechanism.pausing import KvPauses
 from lamps.vllm.batch import BatchEstimator
-from lamps.vllm.hints import Hints
-from lamps.vllm.pausing import KvPauses
 from lamps.vllm.predictors import Forecaster
 from lamps.vllm.session_pins import SessionPins
 from lamps.vllm.session_state import (
     ParkedTurn,
     Session,
-    SessionSwapPath,
     as_dict,
     matching_prefix,
 )
@@ -67,7 +67,7 @@ class SessionParking(SessionPins):
         block_size: int,
         total_blocks: int,
         free_blocks: Callable[[], int],
-        swap: SessionSwapPath | None,
+        swap: KeepsSessionTurns | None,
     ) -> None:
         self._pauses = pauses
         self._batch = batch

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lamps.vllm.hints import Hints
+from lamps.mechanism.hints import Hints
 
 # Which ranking queue holds a slot (the `where` column), so a full re-score finds each queue's
 # handles with one vectorised scan instead of a Python loop.
@@ -79,10 +79,10 @@ class RequestTable:
     pending: npt.NDArray[np.int64]
     output: npt.NDArray[np.int64]
     turn: npt.NDArray[np.int64]
-    api: npt.NDArray[np.float64]
-    ret: npt.NDArray[np.int64]
+    api_seconds: npt.NDArray[np.float64]
+    return_tokens: npt.NDArray[np.int64]
     repeat: npt.NDArray[np.float64]
-    where: npt.NDArray[np.int8]
+    queue_of: npt.NDArray[np.int8]  # the queue a slot's request is ranked in, or NOT_QUEUED
     scores: npt.NDArray[np.float64]
 
     def __init__(self, capacity: int = 256) -> None:
@@ -100,10 +100,10 @@ class RequestTable:
             "pending": np.zeros(capacity, np.int64),
             "output": np.zeros(capacity * k, np.int64),  # per segment; the current turn first
             "turn": np.zeros(capacity, np.int64),
-            "api": np.zeros(capacity * k, np.float64),
-            "ret": np.zeros(capacity * k, np.int64),
+            "api_seconds": np.zeros(capacity * k, np.float64),
+            "return_tokens": np.zeros(capacity * k, np.int64),
             "repeat": np.zeros(capacity * k, np.float64),
-            "where": np.zeros(capacity, np.int8),
+            "queue_of": np.zeros(capacity, np.int8),
             "scores": np.zeros(capacity, np.float64),
         }
         if old is not None:
@@ -152,9 +152,9 @@ class RequestTable:
             s = state.slot
             self.context[s] = self.pending[s] = self.turn[s] = 0
             segments = slice(s * SEGMENTS_PER_SLOT, (s + 1) * SEGMENTS_PER_SLOT)
-            self.output[segments] = self.ret[segments] = 0
-            self.api[segments] = self.repeat[segments] = 0.0
-            self.where[s] = NOT_QUEUED
+            self.output[segments] = self.return_tokens[segments] = 0
+            self.api_seconds[segments] = self.repeat[segments] = 0.0
+            self.queue_of[s] = NOT_QUEUED
             self._free.append(s)
         return state
 
@@ -165,8 +165,8 @@ class RequestTable:
         self.pending[slot] = inputs.pending
         k = slot * SEGMENTS_PER_SLOT
         self.output[k : k + 3] = (inputs.output, inputs.later_output, inputs.final_output)
-        self.api[k : k + 3] = (inputs.api_seconds, inputs.later_api_seconds, 0.0)
-        self.ret[k : k + 3] = (inputs.return_tokens, inputs.later_return, 0)
+        self.api_seconds[k : k + 3] = (inputs.api_seconds, inputs.later_api_seconds, 0.0)
+        self.return_tokens[k : k + 3] = (inputs.return_tokens, inputs.later_return, 0)
         self.repeat[k : k + 3] = (1.0, inputs.later_calls, 1.0 if inputs.final_output else 0.0)
 
     def num_slots(self) -> int:

@@ -15,7 +15,7 @@ not FCFS), victim (LAMPS preempts the running request with the largest score, no
 admitted), priority (LAMPS replaces --scheduling-policy priority by its own order), strategy (a
 paused session's KV may be discarded or swapped instead of preserved), construction (the test
 bypasses `__init__`, so LAMPS' own state does not exist), cache-aware (LAMPS turns vLLM 0.34's
-cache-aware admission off: it orders `waiting` by its own score, see lamps/vllm/compat.py).
+cache-aware admission off: it orders `waiting` by its own score, see lamps/mechanism/compat.py).
 """
 
 from __future__ import annotations

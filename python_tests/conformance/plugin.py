@@ -134,8 +134,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from vllm.v1.core.sched.async_scheduler import AsyncScheduler
     from vllm.v1.core.sched.scheduler import Scheduler
 
+    from lamps.mechanism.compat import VLLM_VERSION
     from lamps.vllm import LampsScheduler, LampsSyncScheduler
-    from lamps.vllm.compat import VLLM_VERSION
 
     S.version = VLLM_VERSION[:2]
     S.vllm_cls = {"sync": Scheduler, "async": AsyncScheduler}.get(S.mode)

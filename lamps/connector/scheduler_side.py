@@ -16,14 +16,14 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-from lamps.vllm.swap.config import SwapConfig
-from lamps.vllm.swap.messages import (
+from lamps.connector.config import SwapConfig
+from lamps.connector.messages import (
     LampsSwapMetadata,
     LampsSwapWorkerMetadata,
     SwapInJob,
     SwapOutJob,
 )
-from lamps.vllm.swap.records import OUTGOING, SwapOutDecision, SwapRecord, SwapState
+from lamps.connector.records import OUTGOING, SwapOutDecision, SwapRecord, SwapState
 
 if TYPE_CHECKING:
     from vllm.v1.core.block_pool import BlockPool

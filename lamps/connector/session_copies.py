@@ -23,13 +23,13 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lamps.vllm.swap.messages import (
+from lamps.connector.messages import (
     LampsSwapMetadata,
     LampsSwapWorkerMetadata,
     SwapInJob,
     SwapOutJob,
 )
-from lamps.vllm.swap.scheduler_side import SchedulerSide
+from lamps.connector.scheduler_side import SchedulerSide
 
 if TYPE_CHECKING:
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks

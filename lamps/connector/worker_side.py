@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorTransferResults
 
+from lamps.connector.config import GIB, SwapConfig
+from lamps.connector.messages import LampsSwapMetadata, LampsSwapWorkerMetadata
 from lamps.swap import PoolExhaustedError, SwapEngine, SwapError
-from lamps.vllm.swap.config import GIB, SwapConfig
-from lamps.vllm.swap.messages import LampsSwapMetadata, LampsSwapWorkerMetadata
 
 if TYPE_CHECKING:
     import torch

@@ -1,12 +1,12 @@
-"""Parking for vLLM's waiting queues: paused sessions kept aside until their next input.
+"""Paused sessions set aside in vLLM's waiting queues until their next input.
 
 vLLM's `schedule()` pops every request of a waiting queue it cannot run, only to push it back;
 a session waiting for its next input (`WAITING_FOR_STREAMING_REQ`) is exactly such a request,
-and with hundreds of sessions in API calls that churn dominates a step. A parking queue keeps
-them aside: counted by `len()` and listed by iteration (vLLM's counts stay right), never
-returned by `peek_request()`/`pop_request()`, and queued again by `unpark()` when the input
-arrives. `ParkedSessions` is the parking lot, `Parking` the queue behaviour over it;
-`ParkingPriorityQueue` is vLLM's priority queue with one (FCFS by arrival under equal
+and with hundreds of sessions in API calls that churn dominates a step. A queue with
+`PausedAside` keeps them aside: counted by `len()` and listed by iteration (vLLM's counts stay
+right), never returned by `peek_request()`/`pop_request()`, and queued again by `resume()` when
+the input arrives. `PausedSessions` holds them, `PausedAside` is the queue behaviour over it;
+`PausedAsidePriorityQueue` is vLLM's priority queue with it (FCFS by arrival under equal
 priorities), for the baselines.
 """
 
@@ -24,36 +24,36 @@ def is_paused(request: Request) -> bool:
     return bool(request.status == RequestStatus.WAITING_FOR_STREAMING_REQ)
 
 
-class ParkedSessions:
-    """Paused sessions by request id, in parking order."""
+class PausedSessions:
+    """Paused sessions by request id, in the order they paused."""
 
     def __init__(self) -> None:
-        self._parked: dict[str, Request] = {}
+        self._paused: dict[str, Request] = {}
 
-    def park(self, request: Request) -> None:
+    def add(self, request: Request) -> None:
         """Keep a paused session aside."""
-        self._parked[request.request_id] = request
+        self._paused[request.request_id] = request
 
     def take(self, request: Request) -> bool:
-        """Remove the request if it is parked here; False when it is not."""
+        """Remove the request if it is set aside here; False when it is not."""
         request_id = request.request_id
-        if self._parked.get(request_id) is not request:
+        if self._paused.get(request_id) is not request:
             return False
-        del self._parked[request_id]
+        del self._paused[request_id]
         return True
 
     def __contains__(self, request: Request) -> bool:
-        return self._parked.get(request.request_id) is request
+        return self._paused.get(request.request_id) is request
 
     def __len__(self) -> int:
-        return len(self._parked)
+        return len(self._paused)
 
     def __iter__(self) -> Iterator[Request]:
-        return iter(list(self._parked.values()))
+        return iter(list(self._paused.values()))
 
 
-class Parking:
-    """Mixin for a vLLM `RequestQueue`: paused sessions parked aside, the rest queued.
+class PausedAside:
+    """Mixin for a vLLM `RequestQueue`: paused sessions set aside, the rest queued.
 
     The queue underneath is reached through `_queue_add` and `_queue_remove` (ValueError when
     absent), and it counts and lists only its own requests (`_queue_len`, `_queue_iter`).
@@ -61,7 +61,7 @@ class Parking:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._parked = ParkedSessions()
+        self._paused = PausedSessions()
 
     def _queue_add(self, request: Request) -> None:
         raise NotImplementedError
@@ -76,30 +76,30 @@ class Parking:
         raise NotImplementedError
 
     @property
-    def num_parked(self) -> int:
-        """Paused sessions parked here."""
-        return len(self._parked)
+    def num_paused(self) -> int:
+        """Paused sessions set aside here."""
+        return len(self._paused)
 
     def add_request(self, request: Request) -> None:
         """Park a paused session; queue anything else."""
         if is_paused(request):
-            self._parked.park(request)
+            self._paused.add(request)
         else:
             self._queue_add(request)
 
     def remove_request(self, request: Request) -> None:
-        """Remove a queued or parked request (ValueError when absent)."""
-        if not self._parked.take(request):
+        """Remove a queued or set-aside request (ValueError when absent)."""
+        if not self._paused.take(request):
             self._queue_remove(request)
 
     def remove_requests(self, requests: Iterable[Request]) -> None:
-        """Remove the given requests that are queued or parked here."""
-        for request in [r for r in requests if not self._parked.take(r)]:
+        """Remove the given requests that are queued or set aside here."""
+        for request in [r for r in requests if not self._paused.take(r)]:
             self.discard(request)
 
     def discard(self, request: Request) -> bool:
         """Remove the request if it is here; False when it is not."""
-        if self._parked.take(request):
+        if self._paused.take(request):
             return True
         try:
             self._queue_remove(request)
@@ -107,23 +107,23 @@ class Parking:
             return False
         return True
 
-    def unpark(self, request: Request) -> bool:
-        """Queue a parked session whose next input arrived; False if it was not parked here."""
-        if not self._parked.take(request):
+    def resume(self, request: Request) -> bool:
+        """Queue a paused session whose next input arrived; False if it was not set aside here."""
+        if not self._paused.take(request):
             return False
         self._queue_add(request)
         return True
 
     def __len__(self) -> int:
-        return self._queue_len() + len(self._parked)
+        return self._queue_len() + len(self._paused)
 
     def __iter__(self) -> Iterator[Request]:
         yield from self._queue_iter()
-        yield from self._parked
+        yield from self._paused
 
 
-class ParkingPriorityQueue(Parking, PriorityRequestQueue):
-    """vLLM's priority queue (priority, then arrival) with paused sessions parked aside."""
+class PausedAsidePriorityQueue(PausedAside, PriorityRequestQueue):
+    """vLLM's priority queue (priority, then arrival) with paused sessions set aside."""
 
     def _queue_add(self, request: Request) -> None:
         PriorityRequestQueue.add_request(self, request)
@@ -140,8 +140,8 @@ class ParkingPriorityQueue(Parking, PriorityRequestQueue):
         return queued
 
     def remove_requests(self, requests: Iterable[Request]) -> None:
-        """Remove the given requests that are queued or parked here (one heapify)."""
-        rest = [r for r in requests if not self._parked.take(r)]
+        """Remove the given requests that are queued or set aside here (one heapify)."""
+        rest = [r for r in requests if not self._paused.take(r)]
         if rest:
             PriorityRequestQueue.remove_requests(self, rest)
 

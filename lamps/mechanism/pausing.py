@@ -6,7 +6,7 @@ freed; at resume the prefix cache gives back what survived and the rest is recom
 handed to a host copy first (*swap*: the LAMPS swap connector, or vLLM's CPU offloading,
 loads it back at resume). `KvPauses` is the one place that releases a session's KV, knows
 which sessions are released (their *frontier*: the context computed when the KV went),
-restores them at resume, unparks them, and accounts their first admission afterwards.
+restores them at resume, queues them again, and accounts their first admission afterwards.
 It also holds *pins*: references on KV blocks that no request owns any more (the finished
 turn of a stateless session waiting for its next request, the head of a partly swapped
 context), so the prefix cache keeps them until the pin is dropped; the next request that
@@ -30,13 +30,10 @@ from typing import Any
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.request import Request
 
-from lamps.vllm.compat import admitted_req_ids, enqueue_waiting, preempt_running, release_kv
+from lamps.mechanism.capabilities import SwapsPausedKv, pause_swapper, writes_through_to_host
+from lamps.mechanism.compat import admitted_req_ids, enqueue_waiting, preempt_running, release_kv
 
 logger = logging.getLogger("vllm.lamps")
-
-# vLLM's native CPU offloading connectors write KV through to host memory and load it back
-# when a request's prefix is looked up, which is what a swap needs.
-OFFLOADING_CONNECTORS = frozenset({"OffloadingConnector", "SimpleCPUOffloadConnector"})
 
 
 @dataclass(frozen=True)
@@ -56,16 +53,19 @@ class KvPauses:
         self._frontiers: dict[str, int] = {}
         self._pins: dict[str, list[Any]] = {}
         self._num_pinned = 0
-        connector = scheduler.connector
-        self._swap_hook = getattr(connector, "lamps_swap_out", None)
-        self._offloading = (
-            connector is not None and type(connector).__name__ in OFFLOADING_CONNECTORS
-        )
+        # The connector's capabilities, resolved once (`lamps.mechanism.capabilities`).
+        self._swapper = pause_swapper(scheduler.connector)
+        self._offloading = writes_through_to_host(scheduler.connector)
 
     @property
     def can_swap(self) -> bool:
         """Whether a swap path is configured (a full host pool may still refuse a swap)."""
-        return self._swap_hook is not None or self._offloading
+        return self._swapper is not None or self._offloading
+
+    @property
+    def swapper(self) -> SwapsPausedKv | None:
+        """The connector's swap capability (None: it declares none)."""
+        return self._swapper
 
     def frontier(self, request_id: str) -> int | None:
         """Context computed when the session's KV was released; None while it holds its KV."""
@@ -119,8 +119,7 @@ class KvPauses:
     def drop_swap(self, request_id: str) -> bool:
         """Give up a released request's host copy (and a partial swap's pinned head): it
         recomputes at resume what the prefix cache lost. False when it had no droppable copy."""
-        drop = getattr(self._sched.connector, "lamps_drop_copy", None)
-        if drop is None or not drop(request_id):
+        if self._swapper is None or not self._swapper.lamps_drop_copy(request_id):
             return False
         self.unpin(_head_key(request_id))
         return True
@@ -128,34 +127,34 @@ class KvPauses:
     def _hand_over(self, request: Request, head_blocks: int) -> bool:
         """Give the request's KV (but a pinned head) to a host copy; False: nothing changed."""
         if head_blocks <= 0:
-            if self._swap_hook is not None:
+            if self._swapper is not None:
                 # The connector takes its own reference on the blocks until its copy has read
                 # them, so they are freed right after as for a discard.
-                return bool(self._swap_hook(request))
+                return bool(self._swapper.lamps_swap_out(request))
             return self._offloading
-        if self._swap_hook is None:
+        if self._swapper is None:
             return False
         head = self.blocks_of(request, head_blocks * self._sched.block_size)
         key = _head_key(request.request_id)
         self.pin(key, head)
-        if not self._swap_hook(request):
+        if not self._swapper.lamps_swap_out(request):
             self.unpin(key)
             return False
         return True
 
     def _release(self, request: Request) -> None:
         sched = self._sched
-        # A pause that is starting is in no queue yet; one decided later is parked in one.
+        # A pause that is starting is in no queue yet; one decided later is set aside in one.
         queued = sched.kv_holding_waiting.discard(request) or sched.waiting.discard(request)
         self._frontiers[request.request_id] = release_kv(sched, request)
         if queued:
             enqueue_waiting(sched, request)
 
-    def unpark(self, session: Request) -> None:
-        """Queue a session whose next input arrived (it was parked while paused)."""
+    def resume(self, session: Request) -> None:
+        """Queue a session whose next input arrived (it was set aside while paused)."""
         sched = self._sched
-        if not sched.kv_holding_waiting.unpark(session):
-            sched.waiting.unpark(session)
+        if not sched.kv_holding_waiting.resume(session):
+            sched.waiting.resume(session)
 
     def admitted(self, scheduler_output: SchedulerOutput) -> list[Admission]:
         """Released sessions admitted in this step, before vLLM counts the step's tokens.

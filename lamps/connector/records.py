@@ -1,6 +1,6 @@
 """A request's swap record on the scheduler side: the states its copy goes through, what it holds.
 
-`lamps.vllm.swap.scheduler_side.SchedulerSide` keeps one `SwapRecord` per request from an
+`lamps.connector.scheduler_side.SchedulerSide` keeps one `SwapRecord` per request from an
 accepted swap-out until its host copy is of no further use; `SwapOutDecision` answers a
 swap-out request.
 """

@@ -6,8 +6,8 @@ is the only module that names them. `SchedulerHooks` overrides them and reports 
 to be freed and was freed, an allocation found too few free KV blocks: the scheduler's
 `KVCacheManager.allocate_slots` is wrapped on the instance for that one); `release_kv` frees a
 paused session's KV through vLLM's own preemption path and `enqueue_waiting` queues a request
-the way vLLM does; `attach_stats_payload` / `take_stats_payload` carry LAMPS' counts inside
-vLLM's `SchedulerStats`. `PRIVATE_MEMBERS` lists everything used (the contract test checks each
+the way vLLM does; `connector_*` read what vLLM's connector base keeps for its subclasses.
+`PRIVATE_MEMBERS` lists everything used (the contract test checks each
 against the installed vLLM). Importing this module checks the
 vLLM version and fails with a readable message outside the tested range.
 
@@ -47,11 +47,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import vllm
+from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorBase_V1
 from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
 if TYPE_CHECKING:
+    from vllm.config import KVTransferConfig
+    from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorMetadata
     from vllm.v1.core.sched.output import SchedulerOutput
     from vllm.v1.core.sched.request_queue import SchedulingPolicy
     from vllm.v1.engine import EngineCoreOutputs
@@ -137,6 +140,10 @@ _ALL_PRIVATE_MEMBERS: tuple[PrivateMember, ...] = (
     PrivateMember(Request, "num_preemptions", "write"),
     PrivateMember(Request, "status", "write"),
     PrivateMember(Scheduler, "cache_aware_window", "write", since=(0, 34)),
+    # What vLLM's connector base keeps for its subclasses (the LAMPS swap connector reads them).
+    PrivateMember(KVConnectorBase_V1, "_kv_transfer_config", "write"),
+    PrivateMember(KVConnectorBase_V1, "_kv_cache_config", "read"),
+    PrivateMember(KVConnectorBase_V1, "_get_connector_metadata", "call", ()),
 )
 PRIVATE_MEMBERS: tuple[PrivateMember, ...] = tuple(
     m for m in _ALL_PRIVATE_MEMBERS if m.since <= VLLM_VERSION[:2]
@@ -144,29 +151,20 @@ PRIVATE_MEMBERS: tuple[PrivateMember, ...] = tuple(
 """The private members the plug-in uses on the installed vLLM version."""
 
 
-# LAMPS' counters travel from the engine-core process to the front end inside vLLM's own
-# SchedulerStats (the only per-step channel from a scheduler to the stat loggers). vLLM decodes
-# it into its declared type, so a subclass's extra fields would be dropped; its one typed
-# mapping of counts that vLLM's loggers read by known keys only is `num_kv_fetch_reqs_by_stage`
-# (dict[str, int]). LAMPS' counts ride there under keys with this prefix; LAMPS' stat logger
-# (a `vllm.stat_logger_plugins` entry, called before vLLM's own loggers) takes them out.
-STATS_KEY_PREFIX = "lamps:"
+def connector_transfer_config(connector: KVConnectorBase_V1) -> KVTransferConfig:
+    """The `KVTransferConfig` a connector was built with (the settings its subclass reads)."""
+    config: KVTransferConfig = connector._kv_transfer_config
+    return config
 
 
-def attach_stats_payload(scheduler_stats: Any, payload: dict[str, int]) -> None:
-    """Put LAMPS' counts (integers) into a SchedulerStats."""
-    carrier = scheduler_stats.num_kv_fetch_reqs_by_stage
-    for key, value in payload.items():
-        carrier[STATS_KEY_PREFIX + key] = int(value)
+def connector_num_gpu_blocks(connector: KVConnectorBase_V1) -> int:
+    """GPU KV blocks of the cache the connector was built for."""
+    return int(connector._kv_cache_config.num_blocks)
 
 
-def take_stats_payload(scheduler_stats: Any) -> dict[str, int] | None:
-    """Remove and return LAMPS' counts from a SchedulerStats (None when it carries none)."""
-    carrier = scheduler_stats.num_kv_fetch_reqs_by_stage
-    keys = [k for k in carrier if k.startswith(STATS_KEY_PREFIX)]
-    if not keys:
-        return None
-    return {k[len(STATS_KEY_PREFIX) :]: carrier.pop(k) for k in keys}
+def connector_step_metadata(connector: KVConnectorBase_V1) -> KVConnectorMetadata:
+    """The metadata the scheduler sent the worker side for the current step."""
+    return connector._get_connector_metadata()
 
 
 class _RequeueSink:
@@ -311,7 +309,7 @@ class SchedulerHooks:
         """A session starts waiting for its next input; it holds its KV and is in no queue."""
 
     def on_resume(self, session: Request, update: StreamingUpdate) -> None:
-        """A session's next input was applied; it is WAITING, in the queue it was parked in."""
+        """A session's next input was applied; it is WAITING, in the queue it was set aside in."""
 
     def on_scheduled(self, scheduler_output: SchedulerOutput) -> None:
         """A step was scheduled; `num_computed_tokens` do not count its tokens yet."""
@@ -393,7 +391,7 @@ class SchedulerHooks:
         if self.pause_state == PauseState.PAUSED_NEW:
             # vLLM drains only the KV-holding queue here and subtracts every session waiting
             # for input, assuming all of them sit in it; a session whose KV was released is
-            # parked in `waiting` instead.
-            held: int = len(self.kv_holding_waiting) - self.kv_holding_waiting.num_parked
+            # set aside in `waiting` instead.
+            held: int = len(self.kv_holding_waiting) - self.kv_holding_waiting.num_paused
             return len(self.running) + held
         return super().get_num_unfinished_requests()  # type: ignore[misc, no-any-return]

@@ -20,7 +20,7 @@ from typing import Literal
 
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorTransferResults
 
-from lamps.vllm.swap.messages import (
+from lamps.connector.messages import (
     LampsSwapMetadata,
     LampsSwapWorkerMetadata,
     SwapInJob,

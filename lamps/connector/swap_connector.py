@@ -19,15 +19,13 @@ A full host pool, or a failed swap-out, falls back to Discard (recompute at resu
 logged warning. For InferCept's passive swap (`lamps.baselines`) loads may be paced over
 several steps (`lamps_pace_loads`) and a host copy may be given up (`lamps_drop_copy`).
 
-Parked turns of HTTP sessions (`lamps.vllm.sessions`) are swapped too: `lamps_park_turn(key,
-blocks, hashes)` copies a finished request's full blocks under a copy id of their own, and the
-session's next request (a new request id) is matched to the copy by its block hashes and loads
-it (`sessions`).
+It declares what it offers the pause mechanism (`lamps.mechanism.capabilities`): `SwapsPausedKv`
+and `KeepsSessionTurns`. Parked turns of HTTP sessions (`lamps.vllm.sessions`) are swapped too:
+`lamps_park_turn(key, blocks, hashes)` copies a finished request's full blocks under a copy id
+of their own, and the session's next request (a new request id) is matched to the copy by its
+block hashes and loads it (`session_copies`).
 
-Layout (as vLLM's offloading connector): `config` (settings), `messages` (jobs, metadata, the
-`SwapWorker` protocol), `scheduler_side` (the state machine), `sessions` (the parked turns' copies),
-`worker_side` (the worker on the swap engine), `simulated_worker` (the worker on a virtual clock,
-for the replay and tests).
+The package is laid out as vLLM's offloading connector (`lamps.connector`).
 """
 
 from __future__ import annotations
@@ -44,18 +42,20 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 from vllm.v1.metrics.cache_hit_source import CacheHitSource
 
-from lamps.vllm.swap.config import SwapConfig, host_pool_blocks
-from lamps.vllm.swap.messages import (
+from lamps.connector.config import SwapConfig, host_pool_blocks
+from lamps.connector.messages import (
     LampsSwapMetadata,
-    LampsSwapWorkerMetadata,
-    SwapInJob,
-    SwapOutJob,
-    SwapWorker,
 )
-from lamps.vllm.swap.records import SwapOutDecision
-from lamps.vllm.swap.scheduler_side import SchedulerSide
-from lamps.vllm.swap.sessions import SessionCopies
-from lamps.vllm.swap.worker_side import WorkerSide
+from lamps.connector.records import SwapOutDecision
+from lamps.connector.scheduler_side import SchedulerSide
+from lamps.connector.session_copies import SessionCopies
+from lamps.connector.worker_side import WorkerSide
+from lamps.mechanism.capabilities import KeepsSessionTurns, SwapsPausedKv
+from lamps.mechanism.compat import (
+    connector_num_gpu_blocks,
+    connector_step_metadata,
+    connector_transfer_config,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -68,25 +68,12 @@ if TYPE_CHECKING:
     from vllm.v1.outputs import KVConnectorOutput
     from vllm.v1.request import Request
 
-__all__ = [
-    "LampsSwapConnector",
-    "LampsSwapMetadata",
-    "LampsSwapWorkerMetadata",
-    "SwapConfig",
-    "SwapInJob",
-    "SwapOutDecision",
-    "SwapOutJob",
-    "SwapWorker",
-    "host_pool_blocks",
-]
 
 logger = logging.getLogger("vllm.lamps.swap")
 
 
-class LampsSwapConnector(KVConnectorBase_V1):
+class LampsSwapConnector(KVConnectorBase_V1, SwapsPausedKv, KeepsSessionTurns):
     """Swaps paused requests' KV blocks to a host pool and loads them back at resume."""
-
-    _cache_hit_source = CacheHitSource.HOST
 
     def __init__(
         self, vllm_config: VllmConfig, role: KVConnectorRole, kv_cache_config: KVCacheConfig
@@ -98,12 +85,13 @@ class LampsSwapConnector(KVConnectorBase_V1):
                 f"(got {len(kv_cache_config.kv_cache_groups)}); run with "
                 "--disable-hybrid-kv-cache-manager"
             )
+        transfer_config = connector_transfer_config(self)
         self.swap_config = SwapConfig.from_extra_config(
-            dict(self._kv_transfer_config.kv_connector_extra_config)
+            dict(transfer_config.kv_connector_extra_config)
         )
-        if self._kv_transfer_config.kv_load_failure_policy != "recompute":
+        if transfer_config.kv_load_failure_policy != "recompute":
             # A failed swap-in must fall back to recompute, never fail the request.
-            self._kv_transfer_config.kv_load_failure_policy = "recompute"
+            transfer_config.kv_load_failure_policy = "recompute"
             logger.info("LampsSwapConnector: kv_load_failure_policy set to 'recompute'")
         self.block_size = vllm_config.cache_config.block_size
         self._num_host_blocks = host_pool_blocks(kv_cache_config, self.swap_config.host_pool_gib)
@@ -145,7 +133,7 @@ class LampsSwapConnector(KVConnectorBase_V1):
         """False: nothing is handed off when a request finishes."""
         return False
 
-    # ----- the LAMPS scheduler's seam ----------------------------------------------------------
+    # ----- the pause mechanism's seam: SwapsPausedKv, KeepsSessionTurns -----------------------
 
     @property
     def num_host_blocks(self) -> int:
@@ -226,6 +214,12 @@ class LampsSwapConnector(KVConnectorBase_V1):
                 return matched
         return side.get_num_new_matched_tokens(request, num_computed_tokens)
 
+    def get_external_cache_hit_sources(
+        self, request: Request, num_external_tokens: int
+    ) -> dict[CacheHitSource, int]:
+        """Every token this connector loads comes from host memory."""
+        return {CacheHitSource.HOST: num_external_tokens} if num_external_tokens else {}
+
     def update_state_after_alloc(
         self, request: Request, blocks: KVCacheBlocks, num_external_tokens: int
     ) -> None:
@@ -262,11 +256,11 @@ class LampsSwapConnector(KVConnectorBase_V1):
 
     def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
         """Build the worker's swap engine over the KV cache tensors."""
-        self.worker_side.register(kv_caches, self._kv_cache_config.num_blocks)
+        self.worker_side.register(kv_caches, connector_num_gpu_blocks(self))
 
     def start_load_kv(self, forward_context: ForwardContext, **kwargs: Any) -> None:
         """Start the step's jobs (loads are asynchronous)."""
-        meta = self._get_connector_metadata()
+        meta = connector_step_metadata(self)
         if not isinstance(meta, LampsSwapMetadata):
             raise TypeError(f"connector metadata: expected LampsSwapMetadata, got {type(meta)}")
         self.worker_side.start_jobs(meta)
