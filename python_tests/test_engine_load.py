@@ -22,8 +22,8 @@ from lamps._core import Strategy
 from lamps.harness import build_scheduler, build_vllm_config, make_request, run_step
 from lamps.mechanism.stats_channel import take_stats_payload
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
+from lamps.vllm.counters import LampsStats
 from lamps.vllm.metrics import stats_payload
-from lamps.vllm.stats import LampsStats
 
 BLOCK = 16
 # Recompute expensive (a large model): keeping KV through a short gap is the least waste.

@@ -12,8 +12,8 @@ from vllm.v1.metrics.stats import KV_FETCH_STAGES, SchedulerStats
 from lamps.harness import build_scheduler, build_vllm_config, make_request, run_step
 from lamps.mechanism.stats_channel import attach_stats_payload, take_stats_payload
 from lamps.vllm import LampsSyncScheduler
+from lamps.vllm.counters import COUNTER, LampsStats
 from lamps.vllm.metrics import LampsStatLogger, stats_payload
-from lamps.vllm.stats import COUNTER, LampsStats
 
 
 def sample(name: str, **labels: str) -> float | None:

@@ -265,7 +265,7 @@ def test_intact_finds_the_cached_prefix_of_a_parked_turn() -> None:
     # A turn's blocks are evicted tail first: the intact prefix ends where eviction reached.
     from types import SimpleNamespace
 
-    from lamps.vllm.session_state import ParkedTurn
+    from lamps.vllm.sessions.state import ParkedTurn
 
     blocks = [SimpleNamespace(block_hash=f"h{i}") for i in range(6000)]
     turn = ParkedTurn("k", Strategy.DISCARD, [], 6000 * 16, 6000 * 16, 0.0, 1.0, None, 0,

@@ -13,9 +13,9 @@ from lamps.mechanism.hints import Hints
 from lamps.vllm import LampsSyncScheduler
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.config import LampsConfig
+from lamps.vllm.counters import LampsStats
 from lamps.vllm.pause_policy import PauseController
 from lamps.vllm.state import RequestState
-from lamps.vllm.stats import LampsStats
 
 QUIET = {"log_interval_s": 0.0}
 

@@ -20,8 +20,8 @@ from lamps.mechanism.hints import HINTS_KEY, Hints
 from lamps.vllm.config import LampsConfig
 
 if TYPE_CHECKING:
+    from lamps.vllm.counters import LampsStats
     from lamps.vllm.scheduler import LampsScheduler, LampsSyncScheduler
-    from lamps.vllm.stats import LampsStats
 
 _SCHEDULER_NAMES = ("LampsScheduler", "LampsStats", "LampsSyncScheduler")
 

@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY, Counter, Gauge
 from vllm.v1.metrics.loggers import AggregateStatLoggerBase
 
 from lamps.mechanism.stats_channel import take_stats_payload
-from lamps.vllm.stats import COUNTER, LampsStats
+from lamps.vllm.counters import COUNTER, LampsStats
 
 _BASE_LABELS = ["model_name", "engine"]
 

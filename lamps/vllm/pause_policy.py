@@ -34,8 +34,8 @@ from lamps._core import (
 from lamps.mechanism.paused_queue import is_paused
 from lamps.mechanism.pausing import KvPauses
 from lamps.vllm.batch import BatchEstimator
+from lamps.vllm.counters import LampsStats
 from lamps.vllm.state import RequestState
-from lamps.vllm.stats import LampsStats
 
 logger = logging.getLogger("vllm.lamps")
 

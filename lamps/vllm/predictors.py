@@ -9,10 +9,19 @@ from dataclasses import dataclass
 from lamps.mechanism.hints import Hints
 
 
-@dataclass
-class _Mean:
-    value: float = 0.0
-    count: int = 0
+class RunningMean:
+    """A running mean; with `window`, the last `window` values weigh about equally."""
+
+    __slots__ = ("count", "value")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.value = 0.0
+
+    def add(self, x: float, window: int | None = None) -> None:
+        """Take one value in (a plain mean until `window` values are in, then exponential)."""
+        self.count += 1
+        self.value += (x - self.value) / (self.count if window is None else min(self.count, window))
 
 
 class KeyedRunningMean:
@@ -35,24 +44,24 @@ class KeyedRunningMean:
         self.prior = float(prior)
         self.window = window
         self.max_keys = max_keys
-        self._pooled = _Mean()
-        self._by_key: OrderedDict[str, _Mean] = OrderedDict()
+        self._pooled = RunningMean()
+        self._by_key: OrderedDict[str, RunningMean] = OrderedDict()
 
     def observe(self, key: str | None, value: float) -> None:
         """Record one observation for `key` (None = pooled only)."""
         if not math.isfinite(value) or value < 0:
             return
-        self._update(self._pooled, value)
+        self._pooled.add(value, self.window)
         if key is None:
             return
         m = self._by_key.get(key)
         if m is None:
             if len(self._by_key) >= self.max_keys:
                 self._by_key.popitem(last=False)
-            m = self._by_key[key] = _Mean()
+            m = self._by_key[key] = RunningMean()
         else:
             self._by_key.move_to_end(key)
-        self._update(m, value)
+        m.add(value, self.window)
 
     @property
     def num_keys(self) -> int:
@@ -71,10 +80,6 @@ class KeyedRunningMean:
         """How many observations back the estimate for `key` (pooled when None)."""
         m = self._pooled if key is None else self._by_key.get(key)
         return m.count if m is not None else 0
-
-    def _update(self, m: _Mean, value: float) -> None:
-        m.count += 1
-        m.value += (value - m.value) / min(m.count, self.window)
 
 
 class ApiDurationPredictor(KeyedRunningMean):

@@ -19,13 +19,13 @@ from vllm.v1.request import Request
 from lamps._core import RankingQueue
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.config import LampsConfig
+from lamps.vllm.counters import LampsStats
 from lamps.vllm.pause_policy import PauseController
 from lamps.vllm.predictors import Forecaster
 from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.scoring import Scorer, score_inputs
-from lamps.vllm.sessions import SessionParking
+from lamps.vllm.sessions.parking import SessionParking
 from lamps.vllm.state import NOT_QUEUED, RequestState, RequestTable
-from lamps.vllm.stats import LampsStats
 
 RUNNING_RESORT_STEPS = 8
 """Steps between two sorts of an unchanged running list."""

@@ -37,15 +37,15 @@ from lamps.mechanism.pausing import KvPauses
 from lamps.mechanism.stats_channel import attach_stats_payload
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.config import LampsConfig, served_kv_bytes_per_token
+from lamps.vllm.counters import LampsStats, StatsLog
 from lamps.vllm.metrics import stats_payload
 from lamps.vllm.pause_policy import PauseController
 from lamps.vllm.predictors import Forecaster
 from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.ranking import LampsRanking
 from lamps.vllm.scoring import Scorer
-from lamps.vllm.sessions import SessionParking
+from lamps.vllm.sessions.parking import SessionParking
 from lamps.vllm.state import RequestTable
-from lamps.vllm.stats import LampsStats, StatsLog
 
 # A child of vLLM's logger, so `vllm serve` prints LAMPS lines with its format and level.
 logger = logging.getLogger("vllm.lamps")

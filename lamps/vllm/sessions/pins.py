@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from lamps._core import PausedRequest, Strategy, discard_waste
 from lamps.mechanism.pausing import KvPauses
 from lamps.vllm.batch import BatchEstimator
-from lamps.vllm.session_state import ParkedTurn, Session
-from lamps.vllm.stats import LampsStats
+from lamps.vllm.counters import LampsStats
+from lamps.vllm.sessions.state import ParkedTurn, Session
 
 
 class SessionPins:

@@ -187,11 +187,6 @@ class LampsStats:
         return " ".join(cells)
 
 
-def stat_fields() -> tuple[Any, ...]:
-    """The dataclass fields of `LampsStats`, with their metadata."""
-    return fields(LampsStats)
-
-
 class StatsLog:
     """Logs the counters' change every `interval_s` (0 = never), and once more at shutdown."""
 

@@ -19,7 +19,7 @@ A session ends with the `session_end` hint, an abort (a request without a tool h
 idle timeout (`session_idle_timeout_s`, to match a router's session expiry); its KV and its
 history are then dropped. The history (turns, output lengths, gaps, returned tokens) also
 forecasts the session's next turn for the ranking. This module keeps the session table and
-makes the decisions; the pins themselves are kept by `lamps.vllm.session_pins`.
+makes the decisions; the pins themselves are kept by `lamps.vllm.sessions.pins`.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ from lamps.mechanism.capabilities import KeepsSessionTurns
 from lamps.mechanism.hints import Hints
 from lamps.mechanism.pausing import KvPauses
 from lamps.vllm.batch import BatchEstimator
+from lamps.vllm.counters import LampsStats
 from lamps.vllm.predictors import Forecaster
-from lamps.vllm.session_pins import SessionPins
-from lamps.vllm.session_state import (
+from lamps.vllm.sessions.pins import SessionPins
+from lamps.vllm.sessions.state import (
     ParkedTurn,
     Session,
     as_dict,
     matching_prefix,
 )
-from lamps.vllm.stats import LampsStats
 
 logger = logging.getLogger("vllm.lamps")
 
@@ -259,11 +259,6 @@ class SessionParking(SessionPins):
             if self._takers[request_id] is session:
                 del self._takers[request_id]
         self._stats.sessions_ended += 1
-
-    def end_all(self) -> None:
-        """End every session (shutdown)."""
-        for sid in list(self._sessions):
-            self.end(sid)
 
     def update_gauges(self) -> None:
         """Refresh the parked-session gauges of the stats (turns and their tokens by strategy)."""

@@ -1,6 +1,6 @@
 """What LAMPS remembers of an HTTP session: its history and its parked turn.
 
-Used by `lamps.vllm.sessions`, which decides what happens to a parked turn.
+Used by `lamps.vllm.sessions.parking`, which decides what happens to a parked turn.
 """
 
 from __future__ import annotations
@@ -10,20 +10,7 @@ from typing import Any
 
 from lamps._core import Strategy
 from lamps.mechanism.hints import Hints
-
-
-class _Mean:
-    """A running mean."""
-
-    __slots__ = ("count", "value")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.value = 0.0
-
-    def add(self, x: float) -> None:
-        self.count += 1
-        self.value += (x - self.value) / self.count
+from lamps.vllm.predictors import RunningMean
 
 
 @dataclass
@@ -76,9 +63,9 @@ class Session:
     last_active: float = 0.0
     live: set[str] = field(default_factory=set)
     parked: ParkedTurn | None = None
-    output: _Mean = field(default_factory=_Mean)
-    gap: _Mean = field(default_factory=_Mean)
-    returned: _Mean = field(default_factory=_Mean)
+    output: RunningMean = field(default_factory=RunningMean)
+    gap: RunningMean = field(default_factory=RunningMean)
+    returned: RunningMean = field(default_factory=RunningMean)
 
 
 def as_dict(hints: Hints) -> dict[str, Any]:
