@@ -23,7 +23,7 @@ from lamps.harness import build_scheduler, build_vllm_config, make_request, run_
 from lamps.mechanism.stats_channel import take_stats_payload
 from lamps.vllm import LampsScheduler, LampsSyncScheduler
 from lamps.vllm.counters import LampsStats
-from lamps.vllm.metrics import stats_payload
+from lamps.vllm.prometheus import stats_payload
 
 BLOCK = 16
 # Recompute expensive (a large model): keeping KV through a short gap is the least waste.

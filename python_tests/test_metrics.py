@@ -13,7 +13,7 @@ from lamps.harness import build_scheduler, build_vllm_config, make_request, run_
 from lamps.mechanism.stats_channel import attach_stats_payload, take_stats_payload
 from lamps.vllm import LampsSyncScheduler
 from lamps.vllm.counters import COUNTER, LampsStats
-from lamps.vllm.metrics import LampsStatLogger, stats_payload
+from lamps.vllm.prometheus import LampsStatLogger, stats_payload
 
 
 def sample(name: str, **labels: str) -> float | None:

@@ -9,7 +9,7 @@ Public surface (stable; see README "Using LAMPS with vLLM"):
   `lamps_<name>` keys (vLLM's OpenAI `vllm_xargs`); the schema is `lamps.mechanism.hints.SCHEMA`.
 - HTTP sessions: requests with vLLM's `session_id` park their turn between requests
   (`lamps.vllm.sessions`, `scheduler.lamps_sessions`).
-- `lamps.vllm.metrics.LampsStatLogger`: the counters on vLLM's `/metrics` (a
+- `lamps.vllm.prometheus.LampsStatLogger`: the counters on vLLM's `/metrics` (a
   `vllm.stat_logger_plugins` entry point).
 - `scheduler.set_clock(fn)`: clock for pause durations (the replay harness's virtual clock).
 """

@@ -2,7 +2,7 @@
 
 Every field of `LampsStats` carries its own description in its metadata: the label used in the
 log line, a help text, whether it is a counter (cumulative) or a gauge (a current value), and
-the Prometheus series it is published as (`lamps.vllm.metrics`), optionally with a label that
+the Prometheus series it is published as (`lamps.vllm.prometheus`), optionally with a label that
 splits one series by strategy.
 """
 

@@ -38,9 +38,9 @@ from lamps.mechanism.stats_channel import attach_stats_payload
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.config import LampsConfig, served_kv_bytes_per_token
 from lamps.vllm.counters import LampsStats, StatsLog
-from lamps.vllm.metrics import stats_payload
 from lamps.vllm.pause_policy import PauseController
 from lamps.vllm.predictors import Forecaster
+from lamps.vllm.prometheus import stats_payload
 from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.ranking import LampsRanking
 from lamps.vllm.scoring import Scorer
@@ -327,7 +327,7 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
     def make_stats(self, *args: Any, **kwargs: Any) -> Any:
         stats = super().make_stats(*args, **kwargs)  # type: ignore[misc]
         if stats is not None:
-            # Carried to the front end for LAMPS' stat logger (lamps.vllm.metrics).
+            # Carried to the front end for LAMPS' stat logger (lamps.vllm.prometheus).
             self._update_load_gauges()
             attach_stats_payload(stats, stats_payload(self.lamps_stats))
         return stats
