@@ -74,6 +74,25 @@ class LampsSwapWorkerMetadata(KVConnectorWorkerMetadata):
         return LampsSwapWorkerMetadata(merged)
 
 
+class EndedSwapOuts:
+    """A worker side's swap-outs that ended since it last reported them."""
+
+    def __init__(self) -> None:
+        self._results: dict[str, tuple[int, int]] = {}
+
+    def add(self, request_id: str, ok: bool) -> None:
+        """Record how a request's swap-out ended on this worker."""
+        self._results[request_id] = (1, 0) if ok else (0, 1)
+
+    def take(self) -> LampsSwapWorkerMetadata | None:
+        """The ended swap-outs as worker metadata, forgetting them (None when none ended)."""
+        if not self._results:
+            return None
+        meta = LampsSwapWorkerMetadata(self._results)
+        self._results = {}
+        return meta
+
+
 class SwapWorker(Protocol):
     """A worker side, called once per step in this order (as vLLM's model runner does)."""
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorTransferResults
 
 from lamps.connector.config import GIB, SwapConfig
-from lamps.connector.messages import LampsSwapMetadata, LampsSwapWorkerMetadata
+from lamps.connector.messages import EndedSwapOuts, LampsSwapMetadata, LampsSwapWorkerMetadata
 from lamps.swap import PoolExhaustedError, SwapEngine, SwapError
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class WorkerSide:
         self.config = config
         self.num_host_blocks = num_host_blocks
         self.engine: SwapEngine | None = None
-        self._out_results: dict[str, tuple[int, int]] = {}
+        self._ended_outs = EndedSwapOuts()
         self._finished_recving: set[str] = set()
         self._failed_recving: set[str] = set()
         self._parts: dict[str, tuple[int, list[int]]] = {}  # load in parts: first block, blocks
@@ -65,7 +65,7 @@ class WorkerSide:
                 engine.swap_out(job.request_id, job.block_ids)
             except (PoolExhaustedError, SwapError, ValueError) as e:
                 logger.warning("LAMPS swap: swap-out of %s not started: %s", job.request_id, e)
-                self._out_results[job.request_id] = (0, 1)
+                self._ended_outs.add(job.request_id, ok=False)
         for load in metadata.swap_in:
             first_block, block_ids = load.first_block, load.block_ids
             gathered = self._parts.pop(load.request_id, None)
@@ -104,7 +104,7 @@ class WorkerSide:
                     done.error,
                 )
             if done.direction == "out":
-                self._out_results[done.request_id] = (1, 0) if ok else (0, 1)
+                self._ended_outs.add(done.request_id, ok)
             else:
                 request_id = self._load_of.pop(done.request_id, done.request_id)
                 self._finished_recving.add(request_id)
@@ -124,11 +124,7 @@ class WorkerSide:
 
     def take_worker_metadata(self) -> LampsSwapWorkerMetadata | None:
         """Swap-outs that ended since the last call (None when none did)."""
-        if not self._out_results:
-            return None
-        meta = LampsSwapWorkerMetadata(self._out_results)
-        self._out_results = {}
-        return meta
+        return self._ended_outs.take()
 
     def shutdown(self) -> None:
         """Drop the engine (its host pool is freed with it)."""

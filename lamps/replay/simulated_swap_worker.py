@@ -21,6 +21,7 @@ from typing import Literal
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorTransferResults
 
 from lamps.connector.messages import (
+    EndedSwapOuts,
     LampsSwapMetadata,
     LampsSwapWorkerMetadata,
     SwapInJob,
@@ -60,7 +61,7 @@ class SimulatedSwapWorker:
         self._stored: set[str] = set()
         self._partial: set[str] = set()  # loads whose non-final parts started
         self._failed_loads: set[str] = set()  # reported failed; their later parts are silent
-        self._out_results: dict[str, tuple[int, int]] = {}
+        self._ended_outs = EndedSwapOuts()
         self._finished_recving: set[str] = set()
         self._failed_recving: set[str] = set()
         self.blocks_started: dict[Direction, int] = dict.fromkeys(DIRECTIONS, 0)
@@ -73,7 +74,7 @@ class SimulatedSwapWorker:
             self._stop(request_id)
         for job in metadata.swap_out:
             if job.request_id in self._stored or job.request_id in self._in_flight:
-                self._out_results[job.request_id] = (0, 1)
+                self._ended_outs.add(job.request_id, ok=False)
                 continue
             self._launch("out", job)
         for load in metadata.swap_in:
@@ -109,11 +110,7 @@ class SimulatedSwapWorker:
 
     def take_worker_metadata(self) -> LampsSwapWorkerMetadata | None:
         """Swap-outs that ended since the last call (None when none did)."""
-        if not self._out_results:
-            return None
-        meta = LampsSwapWorkerMetadata(self._out_results)
-        self._out_results = {}
-        return meta
+        return self._ended_outs.take()
 
     # ----- for the caller's clock ----------------------------------------------------------
 
@@ -170,7 +167,7 @@ class SimulatedSwapWorker:
             del self._in_flight[request_id]
         ok = not (copy.fails or copy.stopped)
         if direction == "out":
-            self._out_results[request_id] = (1, 0) if ok else (0, 1)
+            self._ended_outs.add(request_id, ok)
             if ok:
                 self._stored.add(request_id)
             return
