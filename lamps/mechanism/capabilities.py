@@ -84,3 +84,19 @@ def writes_through_to_host(connector: object | None) -> bool:
     """Whether the connector is one of vLLM's CPU offloading connectors (every block written
     through to host memory and found again by prefix lookup)."""
     return connector is not None and type(connector).__name__ in OFFLOADING_CONNECTORS
+
+
+def capability_summary(connector: object | None) -> str:
+    """What the connector offers the pauses, for the scheduler's startup log line."""
+    if connector is None:
+        return "no KV connector: swaps fall back to discard"
+    offers = [
+        name
+        for name, present in (
+            ("SwapsPausedKv", pause_swapper(connector) is not None),
+            ("KeepsSessionTurns", session_turn_keeper(connector) is not None),
+            ("writes through to host", writes_through_to_host(connector)),
+        )
+        if present
+    ]
+    return f"{type(connector).__name__}: {', '.join(offers) or 'nothing the pauses use'}"

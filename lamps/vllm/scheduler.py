@@ -30,7 +30,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
 from lamps._core import Strategy
-from lamps.mechanism.capabilities import session_turn_keeper
+from lamps.mechanism.capabilities import capability_summary, session_turn_keeper
 from lamps.mechanism.compat import SchedulerHooks, admitted_req_ids
 from lamps.mechanism.hints import Hints, parse_hints
 from lamps.mechanism.pausing import KvPauses
@@ -127,7 +127,10 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
         self._last_running_sort = 0
         self._last_rescore_iteration = -(1 << 62)
         self._log = StatsLog(self.lamps_stats, cfg.log_interval_s, self._clock())
-        logger.info("LAMPS scheduler %s: %s", type(self).__name__, cfg.as_dict())
+        logger.info(
+            "LAMPS scheduler %s: %s; connector %s",
+            type(self).__name__, cfg.as_dict(), capability_summary(self.connector),
+        )  # fmt: skip
 
     # ----- public surface -------------------------------------------------------------------
 
