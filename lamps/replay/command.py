@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lamps.defaults import DEFAULT_PROFILE
+
 DEFAULT_OUT = Path("replay-results")
 
 QUICK: dict[str, Any] = {"qps": (4.0,), "duration": 300.0, "seeds": (0, 1)}
-DEFAULT_PROFILE = "gptj-6b-a100"
 USERS_PROFILE = "llama31-8b-h100-128k"
 USERS_DURATION = 1200.0
 """--users without --duration: a 20-minute window (the first 10% warm-up)."""

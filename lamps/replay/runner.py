@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lamps.defaults import DEFAULT_PROFILE
 from lamps.replay.flows import ArrivalFlow, UserLoop, flow_for
 from lamps.replay.policies import make_policy, policy_names
 from lamps.replay.profiles import get_engine_settings, get_profile
@@ -38,7 +39,7 @@ class ReplayConfig:
     policies: tuple[str, ...] = ("vllm", "infercept", "lamps")
     qps: tuple[float, ...] = (4.0,)
     duration: float = 300.0
-    profile: str = "gptj-6b-a100"
+    profile: str = DEFAULT_PROFILE
     engine: str = "vllm-0.32"
     hidden_fraction: float = 1.0
     noise: float = 0.0

@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-DEFAULT_PROFILE = "gptj-6b-a100"
-"""The cost-model profile used when none is named (GPT-J-6B on an A100, the paper's setup)."""
+from lamps.defaults import DEFAULT_PROFILE
 
 ENV_PREFIX = "LAMPS_"
 ENV_CONFIG_FILE = "LAMPS_CONFIG"
