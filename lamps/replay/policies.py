@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lamps.replay.ablations import ABLATIONS, STATELESS_ABLATIONS
+from lamps.replay.ablations import ABLATIONS, STATELESS_ABLATIONS, plain
 from lamps.replay.policy_classes import (
     API_MODES,
     ApiMode,
@@ -141,7 +141,7 @@ for _name, (_switches, _what) in ABLATIONS.items():
     register(
         _name,
         _lamps_ablation(_name, _switches),
-        f"ablation, LAMPS with {_switches}: {_what}",
+        f"ablation, LAMPS with {plain(_switches)}: {_what}",
         noisy=True,
     )
 
@@ -157,7 +157,7 @@ for _name, (_switches, _what) in STATELESS_ABLATIONS.items():
     register(
         _name,
         _stateless_ablation(_name, _switches),
-        f"ablation, LAMPS over the OpenAI API with {_switches}: {_what}",
+        f"ablation, LAMPS over the OpenAI API with {plain(_switches)}: {_what}",
         noisy=True,
     )
 
