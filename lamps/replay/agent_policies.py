@@ -37,7 +37,7 @@ class VllmOffloadPolicy(ReplayPolicy):
     """Stock vLLM, stateless API, with its own CPU KV offloading (``OffloadingConnector``)."""
 
     name = "vllm-offload"
-    api_mode: ApiMode = "stateless"
+    api_mode: ApiMode = ApiMode.STATELESS
 
     def __init__(self, host_gib: float | None = None) -> None:
         super().__init__()
@@ -89,7 +89,7 @@ class ThunderAgentPolicy(ReplayPolicy):
     """ThunderAgent's program admission (``router="tr"``) in front of stock vLLM, stateless."""
 
     name = "thunderagent"
-    api_mode: ApiMode = "stateless"
+    api_mode: ApiMode = ApiMode.STATELESS
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__()

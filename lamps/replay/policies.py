@@ -13,9 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lamps.replay.ablations import ABLATIONS, STATELESS_ABLATIONS, plain
+from lamps.replay.modes import API_MODES, ApiMode
 from lamps.replay.policy_classes import (
-    API_MODES,
-    ApiMode,
     ContinuumPolicy,
     InferCeptPolicy,
     LampsAuthorsPolicy,

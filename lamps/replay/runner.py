@@ -27,6 +27,7 @@ from typing import Any
 
 from lamps.defaults import DEFAULT_PROFILE
 from lamps.replay.flows import ArrivalFlow, UserLoop, flow_for
+from lamps.replay.modes import EngineKind
 from lamps.replay.policies import make_policy, policy_names
 from lamps.replay.profiles import get_engine_settings, get_profile
 from lamps.workloads import Arrival, Workload, poisson_arrivals
@@ -204,10 +205,10 @@ def run_one(
             "profile": profile.name,
             "engine_settings": settings.describe(),
             "hidden_fraction": settings.hidden_fraction,
-            "api_mode": policy.api_mode,
+            "api_mode": policy.api_mode.value,
             "workload": workload.name,
             "seed": config.seed,
-            "engine": "sim",
+            "engine": EngineKind.SIM.value,
             "engines": config.engines,
             "router": config.router,
         },
