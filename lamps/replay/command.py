@@ -140,7 +140,7 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     header: dict[str, Any] = {
         "provenance": prov.as_dict(),
         "command": "lamps " + " ".join(shlex.quote(a) for a in argv),
-        "config": {k: v for k, v in config.__dict__.items() if k != "extra"},
+        "config": dict(vars(config)),
         "slo_ttft_p99": slo,
     }
     if real:

@@ -22,7 +22,7 @@ import math
 import multiprocessing
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lamps.defaults import DEFAULT_PROFILE
@@ -54,7 +54,6 @@ class ReplayConfig:
     warm_prefix: float = 0.5  # traced conversations: kv-cache-tester's --warm-prefix-pct
     engines: int = 1  # engines behind the router, each with the policy
     router: str | None = None  # router policy (lamps.replay.routers); needed with engines > 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.policies:
