@@ -24,7 +24,7 @@ set ``--vocab-size`` to the model's for a smaller one."""
 
 def add_agents_parser(sub: Any) -> None:
     """Adds the ``agents`` subcommand to the ``lamps`` parser."""
-    from lamps.replay.command import USERS_DURATION, _counts, _ints
+    from lamps.replay.options import USERS_DURATION, _counts, _ints
     from lamps.replay.report import DEFAULT_SLO_TTFT_P99
     from lamps.workloads import DEFAULT_MAX_HUMAN_SECONDS
 

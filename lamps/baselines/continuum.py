@@ -44,6 +44,7 @@ from lamps import CostModel
 from lamps.baselines.continuum_ttl import ToolHistory, code_ttl, paper_ttl
 from lamps.baselines.ordered_queue import OrderedQueue
 from lamps.baselines.program_pins import ProgramPins
+from lamps.defaults import DEFAULT_PROFILE
 from lamps.mechanism.compat import SchedulerHooks, admitted_req_ids
 from lamps.mechanism.hints import HINTS_KEY
 from lamps.mechanism.paused_queue import is_paused
@@ -75,7 +76,7 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
         if explicit is not None:
             self._cost = CostModel(**dict(explicit))
         else:
-            self._cost = CostModel.profile(config.pop("profile", "gptj-6b-a100"))
+            self._cost = CostModel.profile(config.pop("profile", DEFAULT_PROFILE))
         if config or self.ttl_rule not in ("paper", "code"):
             raise ValueError(f"additional_config '{CONFIG_KEY}': bad settings {config}")
         self.waiting = OrderedQueue()

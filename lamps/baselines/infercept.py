@@ -62,6 +62,7 @@ from lamps.baselines.infercept_model import (
     swap_allowances,
 )
 from lamps.baselines.passive_swap import PassiveSwap
+from lamps.defaults import DEFAULT_PROFILE
 from lamps.mechanism.compat import SchedulerHooks
 from lamps.mechanism.hints import parse_hints
 from lamps.mechanism.paused_queue import PausedAsidePriorityQueue, is_paused
@@ -103,7 +104,7 @@ def constants_from_config(config: Any) -> InferCeptConstants:
         return InferCeptConstants(
             float(cost["a_ms_per_token"]), float(cost["c_ms"]), GPTJ_6B.swap_a, GPTJ_6B.swap_b
         )
-    profile = config.get("profile", "gptj-6b-a100")
+    profile = config.get("profile", DEFAULT_PROFILE)
     if profile in CONSTANTS:
         return constants_for(profile)
     # A model InferCept never profiled: its iteration constants from the named cost model,

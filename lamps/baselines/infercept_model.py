@@ -57,7 +57,9 @@ CONSTANTS: dict[str, InferCeptConstants] = {
     "infercept-gptj-6b-a100": GPTJ_6B,
     "vicuna-13b-2xa100": VICUNA_13B_TP2,
 }
-"""InferCept's constants for each of this project's cost-model profiles (by model)."""
+"""InferCept's constants by model, keyed by the core's cost-model profiles
+(``lamps.CostModel.profiles()``, the one registry; a test checks every key is one). A profile
+not here takes its iteration constants from the core's fit (``infercept.constants_from_config``)."""
 
 
 def constants_for(profile: str) -> InferCeptConstants:

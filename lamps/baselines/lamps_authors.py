@@ -57,6 +57,7 @@ from lamps import BatchState, CostModel, Strategy, score_batch
 from lamps.baselines.infercept_model import GPTJ_6B, discard_waste
 from lamps.baselines.ordered_queue import OrderedQueue
 from lamps.baselines.passive_swap import PassiveSwap
+from lamps.defaults import DEFAULT_PROFILE
 from lamps.mechanism.compat import SchedulerHooks
 from lamps.mechanism.hints import Hints, parse_hints
 from lamps.mechanism.paused_queue import PausedAsidePriorityQueue, is_paused
@@ -100,7 +101,7 @@ class LampsAuthorsScheduler(SchedulerHooks, Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = dict(self.vllm_config.additional_config.get(CONFIG_KEY, {}))
-        self._cost = CostModel.profile(config.pop("profile", "gptj-6b-a100"))
+        self._cost = CostModel.profile(config.pop("profile", DEFAULT_PROFILE))
         self.starvation_threshold = int(config.pop("starvation_threshold", STARVATION_THRESHOLD))
         self.starvation_quantum = int(config.pop("starvation_quantum", STARVATION_QUANTUM))
         if config:

@@ -20,7 +20,8 @@ from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.outputs import KVConnectorOutput
 
-from lamps.replay.policy_classes import ApiMode, ReplayPolicy
+from lamps.replay.modes import ApiMode
+from lamps.replay.policy_classes import ReplayPolicy
 from lamps.replay.policy_registry import register
 from lamps.replay.profiles import GIB
 from lamps.workloads import Arrival
@@ -38,7 +39,7 @@ class VllmOffloadPolicy(ReplayPolicy):
     """Stock vLLM, stateless API, with its own CPU KV offloading (``OffloadingConnector``)."""
 
     name = "vllm-offload"
-    api_mode: ApiMode = "stateless"
+    api_mode: ApiMode = ApiMode.STATELESS
 
     def __init__(self, host_gib: float | None = None) -> None:
         super().__init__()
@@ -90,7 +91,7 @@ class ThunderAgentPolicy(ReplayPolicy):
     """ThunderAgent's program admission (``router="tr"``) in front of stock vLLM, stateless."""
 
     name = "thunderagent"
-    api_mode: ApiMode = "stateless"
+    api_mode: ApiMode = ApiMode.STATELESS
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__()

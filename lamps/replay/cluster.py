@@ -25,6 +25,7 @@ from typing import Any
 
 from lamps.replay.engine import _ARRIVE, _RESUME, SimEngine
 from lamps.replay.flows import ArrivalFlow, Event, Start, flow_for
+from lamps.replay.modes import ApiMode
 from lamps.replay.policies import ReplayPolicy
 from lamps.replay.profiles import EngineSettings, GpuProfile
 from lamps.replay.records import KvUsageSeries, RequestRecord, RunResult
@@ -146,14 +147,14 @@ class SimCluster:
         session = rec.arrival.request_id
         total = rec.turns[-1].input_tokens + rec.segment_tokens
         self.router.answered(session, engine.index, total, engine.now)
-        if self.api_mode == "stateless":
+        if self.api_mode == ApiMode.STATELESS:
             self.router.released(engine.index)
 
     def conversation_done(self, rec: RequestRecord) -> None:
         """A conversation's last turn ended: the client ends its session at the router."""
         self.unfinished -= 1
         self.router.ended(rec.arrival.request_id, rec.finish_time or 0.0)
-        if self.api_mode == "session":
+        if self.api_mode == ApiMode.SESSION:
             self.router.released(self.placements[rec.arrival.index][-1])
         if self.on_finish is not None:
             self.on_finish(rec)
@@ -170,7 +171,7 @@ class SimCluster:
         for e in self.engines:
             if e.step_end is None and not e.ready:
                 e.now = max(e.now, t)  # an idle engine's clock reads the time it is looked at
-        if self.api_mode == "session" and placed:
+        if self.api_mode == ApiMode.SESSION and placed:
             engine = placed[-1]  # a streaming session's turns stay where it lives
         else:
             engine = self.router.place(session, tokens, t)

@@ -57,6 +57,7 @@ from lamps.replay.engine_setup import (
     swap_worker_for,
 )
 from lamps.replay.flows import ArrivalFlow, Event, Start, flow_for
+from lamps.replay.modes import ApiMode
 from lamps.replay.policies import ReplayPolicy
 from lamps.replay.profiles import EngineSettings, GpuProfile
 from lamps.replay.records import KvUsageSeries, RequestRecord, RunResult, TurnRecord
@@ -207,7 +208,7 @@ class SimEngine:
             )
         rec.turns[-1].finish = self.now
         req = rec.vllm_request
-        stateless = self.policy.api_mode == "stateless"
+        stateless = self.policy.api_mode == ApiMode.STATELESS
         if stateless and req is not None:
             rec.preemptions += req.num_preemptions
         if rec.segment == len(tmpl.segments) - 1:

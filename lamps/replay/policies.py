@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lamps.replay.ablations import ABLATIONS, STATELESS_ABLATIONS
+from lamps.replay.ablations import ABLATIONS, STATELESS_ABLATIONS, plain
+from lamps.replay.modes import API_MODES, ApiMode
 from lamps.replay.policy_classes import (
-    API_MODES,
-    ApiMode,
     ContinuumPolicy,
     InferCeptPolicy,
     LampsAuthorsPolicy,
@@ -141,7 +140,7 @@ for _name, (_switches, _what) in ABLATIONS.items():
     register(
         _name,
         _lamps_ablation(_name, _switches),
-        f"ablation, LAMPS with {_switches}: {_what}",
+        f"ablation, LAMPS with {plain(_switches)}: {_what}",
         noisy=True,
     )
 
@@ -157,7 +156,7 @@ for _name, (_switches, _what) in STATELESS_ABLATIONS.items():
     register(
         _name,
         _stateless_ablation(_name, _switches),
-        f"ablation, LAMPS over the OpenAI API with {_switches}: {_what}",
+        f"ablation, LAMPS over the OpenAI API with {plain(_switches)}: {_what}",
         noisy=True,
     )
 

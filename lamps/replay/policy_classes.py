@@ -9,22 +9,20 @@ streaming session; ``stateless``: every turn a new request, as over the OpenAI A
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from vllm.v1.core.sched.scheduler import Scheduler
 
+from lamps.replay.modes import ApiMode
 from lamps.workloads import Arrival
-
-ApiMode = Literal["session", "stateless"]
-API_MODES: tuple[ApiMode, ...] = ("session", "stateless")
 
 
 class ReplayPolicy:
     """Base: vLLM's own Scheduler with streaming sessions (API calls preserve the KV cache)."""
 
     name = "vllm-preserve"
-    api_mode: ApiMode = "session"
+    api_mode: ApiMode = ApiMode.SESSION
     queue_policy = "fcfs"
     swap = False
     noisy = False  # whether --noise applies to its predictions
@@ -35,7 +33,7 @@ class ReplayPolicy:
     @property
     def sessions(self) -> bool:
         """Whether API calls pause a session (False: every turn is a new request)."""
-        return self.api_mode == "session"
+        return self.api_mode == ApiMode.SESSION
 
     @property
     def scheduler_cls(self) -> type[Scheduler]:
@@ -77,7 +75,7 @@ class VllmPolicy(ReplayPolicy):
     """Stock vLLM: an API call ends the request; the continuation re-enters FCFS at the back."""
 
     name = "vllm"
-    api_mode: ApiMode = "stateless"
+    api_mode: ApiMode = ApiMode.STATELESS
 
 
 class VllmPreservePolicy(ReplayPolicy):
@@ -214,7 +212,7 @@ class LampsStatelessPolicy(LampsPolicy):
     last turn says `session_end`, as a client ending its session does.
     """
 
-    api_mode: ApiMode = "stateless"
+    api_mode: ApiMode = ApiMode.STATELESS
 
     def hints(self, arrival: Arrival, segment: int) -> dict[str, Any] | None:
         hints = super().hints(arrival, segment)
@@ -272,7 +270,7 @@ class ContinuumPolicy(ReplayPolicy):
     """Continuum (`lamps.baselines.continuum`) over the stateless API, as it is deployed: each
     turn a new request carrying the whole context, the finished turn pinned for a TTL."""
 
-    api_mode: ApiMode = "stateless"
+    api_mode: ApiMode = ApiMode.STATELESS
     queue_policy = "fcfs"
 
     def __init__(self, name: str, ttl: str, cost_config: dict[str, Any]) -> None:

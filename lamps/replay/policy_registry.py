@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lamps.defaults import DEFAULT_PROFILE
+
 if TYPE_CHECKING:
     from lamps.replay.policy_classes import ReplayPolicy
 
@@ -66,7 +68,7 @@ def make_policy(
     if spec is None:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(policy_names())}")
     if cost_config is None:
-        cost_config = {"profile": cost_model or "gptj-6b-a100"}
+        cost_config = {"profile": cost_model or DEFAULT_PROFILE}
     return spec.factory(PolicyContext(cost_config, noise, seed))
 
 

@@ -2,8 +2,10 @@
 
 Each profile carries two separate things: the *engine model* (``EngineModel``, the simulated
 GPU's clock, from public measurements) and the *scheduler cost model* that LAMPS and InferCept
-are configured with (a ``lamps.CostModel`` profile name or explicit coefficients), which
-stays what those schedulers use on a real GPU.
+are configured with, which stays what those schedulers use on a real GPU. The cost models live
+in one registry, the C++ core's (``lamps.CostModel.profiles()``, ``csrc/include/lamps/
+cost_model.hpp``): every profile here names one (a test checks that each resolves and agrees
+with the profile's KV layout); explicit coefficients are for tests and one-off models.
 
 Sources of the engine coefficients (README, "Calibration"):
 - bandwidths and peak FLOPs: the vendors' data sheets (A100-40GB HBM2 1,555 GB/s, A100-80GB
@@ -35,7 +37,7 @@ prefill (about 12 s of attention for Llama-3.1-8B) is priced on the high side to
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lamps import CostModel
@@ -131,7 +133,7 @@ class GpuProfile:
     """A model on a GPU: engine clock, scheduler cost model, and the KV capacity they leave."""
 
     name: str
-    cost_model: str | Mapping[str, float]
+    cost_model: str | Mapping[str, float]  # a lamps.CostModel profile name, or coefficients
     memory_bytes: int
     weight_bytes: int
     num_layers: int
@@ -146,7 +148,6 @@ class GpuProfile:
     q_dim: int = 4096
     overhead_ms: float = 2.0
     max_model_len: int = 2048
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         layout = 2 * self.num_layers * self.num_kv_heads * self.head_size * 2
@@ -210,23 +211,6 @@ class GpuProfile:
         """Tokens the KV cache holds."""
         return self.num_blocks() * self.block_size
 
-
-# Llama-3.1-70B on 8 H100s (tensor parallel): 80 layers, 8 KV heads of 128 -> 327,680 KV bytes
-# per token (40,960 on each GPU); 70.55e9 parameters (141.1 GB fp16, 17.6 GB per GPU). Its
-# scheduler cost model takes the engine's, as the 8B's does: a = linear layers 0.0645 x 0.269/8
-# x 70.55/6.74 = 0.0227 plus the all-reduces 2 x 80 x 16,384 B x 4.78e-9 = 0.0125 ms per token;
-# c = 2 ms overhead + 7.31 ms reading the weights + 2 x 80 x 0.0347 = 5.55 ms of all-reduces;
-# attention as the engine prices it on the eight GPUs.
-_LLAMA31_70B_COST = {
-    "a_ms_per_token": 0.0352,
-    "c_ms": 14.86,
-    "kv_bytes_per_token": 327_680.0,
-    "link_bytes_per_second": EIGHT_H100_80GB.link_bytes_per_second,
-    "prefill_ms_per_token_pair": EIGHT_H100_80GB.prefill_ms_per_token_pair * 80 * 8192 / 4096,
-    "kv_read_ms_per_token": 1e3
-    * 327_680
-    / (EIGHT_H100_80GB.hbm_bytes_per_second * EIGHT_H100_80GB.kv_read_efficiency),
-}
 
 # GPT-J-6B: 6.05e9 fp16 parameters; 28 layers x 4096 hidden -> 2*28*4096*2 = 458,752 KV bytes
 # per token (the core's cost model carries that number). The paper limits the GPU to 40 GB for
@@ -296,12 +280,16 @@ PROFILES: dict[str, GpuProfile] = {
         q_dim=4096,
         max_model_len=131072,
     ),
-    # Llama-3.1-70B on 8 H100 SXM 80 GB, tensor parallel 8, 128k context: 0.9 x 80 GiB per GPU
-    # less 17.6 GB of weights leaves about 1.45M tokens of KV in all; the host pool is 64 GiB per
-    # GPU. See the module docstring for what is modelled of the parallelism.
+    # Llama-3.1-70B on 8 H100 SXM 80 GB, tensor parallel 8, 128k context: 80 layers, 8 KV heads
+    # of 128 -> 327,680 KV bytes per token (40,960 on each GPU); 70.55e9 parameters (141.1 GB
+    # fp16, 17.6 GB per GPU). 0.9 x 80 GiB per GPU less the weights leaves about 1.45M tokens of
+    # KV in all; the host pool is 64 GiB per GPU. See the module docstring for what is modelled
+    # of the parallelism. Its scheduler cost model takes the engine's, as the 8B's does (the
+    # core's llama31-70b-8xh100, derived in cost_model.hpp; the same doubles this module computed
+    # before they moved there).
     "llama31-70b-8xh100": GpuProfile(
         "llama31-70b-8xh100",
-        _LLAMA31_70B_COST,
+        "llama31-70b-8xh100",
         8 * int(0.9 * 80 * GIB),
         141_100_000_000,
         80,

@@ -155,7 +155,7 @@ class LampsAware(Router):
     def place(self, session: str, prompt_tokens: int, now: float) -> int:
         engine = self._sessions.get(session)
         if engine is not None:
-            if self.api_mode == "session" or self._keeps(engine, session):
+            if self.api_mode == ApiMode.SESSION or self._keeps(engine, session):
                 return engine
             self.replaced += 1
             self._active[engine] -= 1

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from lamps.harness import TINY_LLAMA_VOCAB, write_tiny_llama
 from lamps.replay.metrics import summarize
+from lamps.replay.modes import EngineKind
 from lamps.replay.policies import LampsPolicy, ReplayPolicy, make_policy
 from lamps.replay.records import RequestRecord, RunResult
 from lamps.replay.runner import ReplayConfig, arrivals_for
@@ -34,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "policies": ("vllm", "vllm-preserve", "infercept", "lamps"),
     "qps": (4.0,),
     "duration": 10.0,
+    "seeds": (0,),
 }
 TOKEN_SCALE = 8
 TIME_SCALE = 20.0
@@ -275,7 +277,7 @@ def run_real(
                     q,
                     kv_bytes_per_token=TINY_KV_BYTES_PER_TOKEN,
                     extra={
-                        "engine": "real",
+                        "engine": EngineKind.REAL.value,
                         "noise": config.noise,
                         "duration": config.duration,
                         "workload": scaled.name,

@@ -46,7 +46,7 @@ class Router:
 
     def __init__(self) -> None:
         self.engines: Sequence[RoutedEngine] = ()
-        self.api_mode: ApiMode = "stateless"
+        self.api_mode: ApiMode = ApiMode.STATELESS
 
     def bind(self, engines: Sequence[RoutedEngine], api_mode: ApiMode) -> None:
         """The engines to place on, before any request (``api_mode``: the policies')."""

@@ -22,10 +22,12 @@ import math
 import multiprocessing
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from lamps.defaults import DEFAULT_PROFILE
 from lamps.replay.flows import ArrivalFlow, UserLoop, flow_for
+from lamps.replay.modes import EngineKind
 from lamps.replay.policies import make_policy, policy_names
 from lamps.replay.profiles import get_engine_settings, get_profile
 from lamps.workloads import Arrival, Workload, poisson_arrivals
@@ -38,7 +40,7 @@ class ReplayConfig:
     policies: tuple[str, ...] = ("vllm", "infercept", "lamps")
     qps: tuple[float, ...] = (4.0,)
     duration: float = 300.0
-    profile: str = "gptj-6b-a100"
+    profile: str = DEFAULT_PROFILE
     engine: str = "vllm-0.32"
     hidden_fraction: float = 1.0
     noise: float = 0.0
@@ -52,7 +54,6 @@ class ReplayConfig:
     warm_prefix: float = 0.5  # traced conversations: kv-cache-tester's --warm-prefix-pct
     engines: int = 1  # engines behind the router, each with the policy
     router: str | None = None  # router policy (lamps.replay.routers); needed with engines > 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -195,10 +196,10 @@ def run_one(
             "profile": profile.name,
             "engine_settings": settings.describe(),
             "hidden_fraction": settings.hidden_fraction,
-            "api_mode": policy.api_mode,
+            "api_mode": policy.api_mode.value,
             "workload": workload.name,
             "seed": config.seed,
-            "engine": "sim",
+            "engine": EngineKind.SIM.value,
             "engines": config.engines,
             "router": config.router,
         },

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lamps.harness import make_request
+from lamps.replay.modes import ApiMode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -97,7 +98,7 @@ class TurnRequests:
         k = rec.segment
         last = k == len(rec.arrival.request.segments) - 1
         rec.segment_tokens = 0
-        if self.policy.api_mode == "stateless":
+        if self.policy.api_mode == ApiMode.STATELESS:
             arrival_time = rec.arrival.time if k == 0 else now
             req_id = f"{rec.arrival.request_id}.{k}"
             self._whole_input(rec, req_id, resumable=False, arrival_time=arrival_time)

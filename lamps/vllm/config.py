@@ -10,8 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-DEFAULT_PROFILE = "gptj-6b-a100"
-"""The cost-model profile used when none is named (GPT-J-6B on an A100, the paper's setup)."""
+from lamps.defaults import DEFAULT_PROFILE
+from lamps.vllm.switches import (
+    SWITCHES,
+    Redecide,
+    RunningOrder,
+    ScoreHorizon,
+    StarvationRule,
+    SwapPolicy,
+)
 
 ENV_PREFIX = "LAMPS_"
 ENV_CONFIG_FILE = "LAMPS_CONFIG"
@@ -32,45 +39,6 @@ _COST_MODEL_KEYS = (
 _REQUIRED_COST_MODEL_KEYS = _COST_MODEL_KEYS[:4]
 
 
-CHOICES: dict[str, dict[str, str]] = {
-    "running_order": {
-        "score": "the running list sorted by score before each step: token budget in score "
-        "order, the victim (running[-1]) the largest score",
-        "admission": "vLLM's order (admission, FCFS), as the authors keep it",
-    },
-    "starvation_rule": {
-        "iterations": "promote after starvation_threshold scheduler iterations of waiting "
-        "(the paper's rule)",
-        "seconds": "promote after starvation_seconds of waiting",
-        "relative": "promote after waiting starvation_factor times the predicted service time",
-        "authors": "the authors' code: only requests that already ran once count iterations "
-        "waiting; at starvation_threshold they are promoted",
-        "none": "never promote",
-    },
-    "score_horizon": {
-        "life": "the memory a request holds over its whole remaining life: its current turn, "
-        "its next call, and its predicted later calls and final answer (the paper's score)",
-        "next_call": "its current turn and the call after it only (one segment ahead)",
-    },
-    "redecide": {
-        "overrun": "decide at the pause; re-decide a preserved call when it outlasts its "
-        "prediction",
-        "every_step": "re-decide every preserved pause before each step with its remaining "
-        "predicted time (InferCept's way)",
-        "demote": "pauses start preserved; before each step all but the costliest pause whose "
-        "class is discard or swap are released (the authors' way)",
-    },
-    "swap_policy": {
-        "unbudgeted": "swap whenever it is the least waste",
-        "budgeted": "swap only within what one iteration's compute hides (InferCept's "
-        "allowance); otherwise the next-best strategy",
-        "largest_saving_first": "the iteration's allowance goes to the swaps that save the "
-        "most waste; the others take their next-best strategy",
-    },
-}
-"""The ablation switches: each key's values and what they mean."""
-
-
 @dataclass(frozen=True)
 class LampsConfig:
     """Validated settings of the LAMPS scheduler plug-in."""
@@ -87,13 +55,14 @@ class LampsConfig:
     default_output_tokens: int = 64
     allow_swap: bool = True
     # How each of LAMPS' design choices is made (the ablations; README "Ablations").
-    running_order: str = "score"
-    starvation_rule: str = "seconds"
+    # Given as members or their values (strings); stored as members (lamps.vllm.switches).
+    running_order: RunningOrder = RunningOrder.SCORE
+    starvation_rule: StarvationRule = StarvationRule.SECONDS
     starvation_seconds: float = 10.0
     starvation_factor: float = 4.0
-    redecide: str = "overrun"
-    swap_policy: str = "unbudgeted"
-    score_horizon: str = "life"
+    redecide: Redecide = Redecide.OVERRUN
+    swap_policy: SwapPolicy = SwapPolicy.UNBUDGETED
+    score_horizon: ScoreHorizon = ScoreHorizon.LIFE
     # Off: discarding paused KV under pressure recomputes it at resume; past the knee that cost
     # 1.38x mean e2e against letting vLLM preempt (docs/results.md, "The mechanisms").
     release_paused_under_pressure: bool = False
@@ -129,12 +98,8 @@ class LampsConfig:
             self.default_output_tokens, "default_output_tokens", minimum=1, maximum=_MAX_TOKENS
         )
         _check_bool(self.allow_swap, "allow_swap")
-        for key, choices in CHOICES.items():
-            if getattr(self, key) not in choices:
-                raise ValueError(
-                    f"lamps config '{key}' must be one of {list(choices)}, "
-                    f"got {getattr(self, key)!r}"
-                )
+        for key, choice in SWITCHES.items():
+            object.__setattr__(self, key, choice.parse(getattr(self, key), f"lamps config '{key}'"))
         _check_float(self.starvation_seconds, "starvation_seconds")
         _check_float(self.starvation_factor, "starvation_factor")
         _check_bool(self.sessions, "sessions")
@@ -226,8 +191,9 @@ class LampsConfig:
         return cls.from_mapping(merged)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain-dict view (for logs)."""
+        """Plain-dict view (for logs): the switches as their values."""
         d = dataclasses.asdict(self)
+        d.update((key, str(getattr(self, key))) for key in SWITCHES)
         if self.cost_model is not None:
             d["cost_model"] = dict(self.cost_model)
         return d
@@ -243,7 +209,7 @@ def served_kv_bytes_per_token(kv_cache_config: Any) -> float | None:
 
 
 def _parse_env(key: str, raw: str) -> Any:
-    if key == "profile" or key in CHOICES:
+    if key == "profile" or key in SWITCHES:
         return raw
     if key in (
         "ranking", "allow_swap", "sessions", "session_prefix_aware",

@@ -36,6 +36,7 @@ from lamps.mechanism.pausing import KvPauses
 from lamps.vllm.batch import BatchEstimator
 from lamps.vllm.counters import LampsStats
 from lamps.vllm.state import RequestState
+from lamps.vllm.switches import Redecide, SwapPolicy
 
 logger = logging.getLogger("vllm.lamps")
 
@@ -52,8 +53,8 @@ class PauseController:
         stats: LampsStats,
         *,
         allow_swap: bool = True,
-        redecide: str = "overrun",
-        swap_policy: str = "unbudgeted",
+        redecide: Redecide = Redecide.OVERRUN,
+        swap_policy: SwapPolicy = SwapPolicy.UNBUDGETED,
     ) -> None:
         self._pauses = pauses
         self._batch = batch
@@ -107,7 +108,7 @@ class PauseController:
         state.predicted_api_seconds = api_seconds
         self._stats.pauses += 1
         strategy = self.decide(request, api_seconds)
-        if strategy == Strategy.PRESERVE or self._redecide == "demote":
+        if strategy == Strategy.PRESERVE or self._redecide == Redecide.DEMOTE:
             self._stats.preserved += 1
             state.strategy = Strategy.PRESERVE
             state.pending_class = None if strategy == Strategy.PRESERVE else int(strategy)
@@ -146,7 +147,7 @@ class PauseController:
         self._swap_wanted.pop(request_id, None)
 
     def _recheck(self, request_id: str, epoch: int, now: float, after: float) -> None:
-        if self._redecide != "overrun":
+        if self._redecide != Redecide.OVERRUN:
             return
         deadline = now + max(after, self._batch.iteration_seconds())
         heapq.heappush(self._deadlines, (deadline, next(self._seq), request_id, epoch))
@@ -158,9 +159,9 @@ class PauseController:
         self._swap_budget = infercept_swap_budget_tokens(self._batch.state, self._cost)
         if self._swap_wanted:
             self._grant_swaps()
-        if self._redecide == "overrun":
+        if self._redecide == Redecide.OVERRUN:
             self._redecide_overdue(now, requests, states)
-        elif self._redecide == "every_step":
+        elif self._redecide == Redecide.EVERY_STEP:
             self._redecide_all(now)
         else:
             self._demote(now)
@@ -256,14 +257,14 @@ class PauseController:
     ) -> None:
         if (
             strategy == Strategy.SWAP
-            and self._swap_policy == "largest_saving_first"
+            and self._swap_policy == SwapPolicy.LARGEST_SAVING_FIRST
             and not (self._granting)
         ):
             # Held preserved until the next step hands out its allowance by saving.
             self._swap_wanted[request.request_id] = (request, state, api_seconds)
             self._keep(request, state, api_seconds)
             return
-        if strategy == Strategy.SWAP and self._swap_policy != "unbudgeted":
+        if strategy == Strategy.SWAP and self._swap_policy != SwapPolicy.UNBUDGETED:
             if request.num_computed_tokens > self._swap_budget:
                 strategy = self.decide(request, api_seconds, allow_swap=False)
                 if strategy == Strategy.PRESERVE:

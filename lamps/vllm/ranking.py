@@ -26,6 +26,7 @@ from lamps.vllm.queue import RankingRequestQueue
 from lamps.vllm.scoring import Scorer, score_inputs
 from lamps.vllm.sessions.parking import SessionParking
 from lamps.vllm.state import NOT_QUEUED, RequestState, RequestTable
+from lamps.vllm.switches import RunningOrder, ScoreHorizon, StarvationRule
 
 RUNNING_RESORT_STEPS = 8
 """Steps between two sorts of an unchanged running list."""
@@ -59,16 +60,20 @@ class LampsRanking:
     @staticmethod
     def _starvation_threshold(cfg: LampsConfig) -> int:
         """The queues' default wait before promotion, in their clock's ticks (0: none)."""
-        if not cfg.ranking or cfg.starvation_rule in ("none", "relative", "authors"):
+        if not cfg.ranking or cfg.starvation_rule in (
+            StarvationRule.NONE,
+            StarvationRule.RELATIVE,
+            StarvationRule.AUTHORS,
+        ):
             return 0
-        if cfg.starvation_rule == "seconds":
+        if cfg.starvation_rule == StarvationRule.SECONDS:
             return max(round(cfg.starvation_seconds * 1000), 1)
         return cfg.starvation_threshold
 
     def _patience(self, request: Request, state: RequestState) -> int | None:
         """A request's own wait before promotion, for the relative and the authors' rules."""
         cfg = self.lamps_config
-        if cfg.starvation_rule == "authors":
+        if cfg.starvation_rule == StarvationRule.AUTHORS:
             # Only a request that already ran once counts its waiting (mars-codebase).
             if not state.scheduled_once or cfg.starvation_threshold == 0:
                 return RankingQueue.never
@@ -95,7 +100,7 @@ class LampsRanking:
                 reusable = self._sessions.reusable_tokens(request)
         turn = self.forecaster.turn(hints, request.max_tokens, continues)
         rest = None
-        if self.lamps_config.score_horizon == "life":
+        if self.lamps_config.score_horizon == ScoreHorizon.LIFE:
             rest = self.forecaster.rest(tool, made, hints.remaining_calls)
         inputs = score_inputs(request, turn, rest, reusable)
         self._table.set_inputs(state.slot, inputs)
@@ -104,7 +109,7 @@ class LampsRanking:
     def _running_order_due(self) -> bool:
         """Whether to sort the running list by score before this step."""
         cfg = self.lamps_config
-        if not cfg.ranking or cfg.running_order != "score":
+        if not cfg.ranking or cfg.running_order != RunningOrder.SCORE:
             return False
         if self._running_changed or self._steps - self._last_running_sort >= RUNNING_RESORT_STEPS:
             self._running_changed = False

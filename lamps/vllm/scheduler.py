@@ -46,6 +46,7 @@ from lamps.vllm.ranking import LampsRanking
 from lamps.vllm.scoring import Scorer
 from lamps.vllm.sessions.parking import SessionParking
 from lamps.vllm.state import RequestTable
+from lamps.vllm.switches import StarvationRule
 
 # A child of vLLM's logger, so `vllm serve` prints LAMPS lines with its format and level.
 logger = logging.getLogger("vllm.lamps")
@@ -88,9 +89,16 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
             )
             self.policy = SchedulingPolicy.FCFS
         # Time-based starvation rules tick the queues' clock in milliseconds.
-        self._timed_starvation = cfg.starvation_rule in ("seconds", "relative")
+        self._timed_starvation = cfg.starvation_rule in (
+            StarvationRule.SECONDS,
+            StarvationRule.RELATIVE,
+        )
         threshold = self._starvation_threshold(cfg)
-        patience = self._patience if cfg.starvation_rule in ("relative", "authors") else None
+        patience = (
+            self._patience
+            if cfg.starvation_rule in (StarvationRule.RELATIVE, StarvationRule.AUTHORS)
+            else None
+        )
         share = cfg.starvation_share
         self.waiting = RankingRequestQueue(
             self._table, self._rank, _WAITING_QUEUE_ID, threshold, patience, share

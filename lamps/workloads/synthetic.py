@@ -89,8 +89,12 @@ def _validate_stats(stats: Mapping[str, Any]) -> None:
             raise ValueError(f"stats kind {kind!r}: field 'phases' is empty but calls > 0")
 
 
+SYNTHETIC_REQUESTS = 397
+"""The mixture's default size: as many requests as InferCept's multi-API trace."""
+
+
 def synthetic_workload(
-    num_requests: int = 397, seed: int = 0, stats: Mapping[str, Any] | None = None
+    num_requests: int = SYNTHETIC_REQUESTS, seed: int = 0, stats: Mapping[str, Any] | None = None
 ) -> Workload:
     """Generates request templates of the six augmentation types from their statistics."""
     if num_requests < 1:

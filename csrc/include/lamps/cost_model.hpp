@@ -116,18 +116,25 @@ constexpr double kv_read_ms_per_token(double kv_bytes, double hbm_bytes_per_seco
   return 1e3 * kv_bytes / (hbm_bytes_per_second * kKvReadEfficiency);
 }
 
-// The named deployments. Iteration fits: the LAMPS paper's GPT-J-6B/A100 (a = 0.0408 ms/token,
-// c = 16.92 ms) and Vicuna-13B/2xA100 (0.0279, 15.4), InferCept's GPT-J fit (0.0463, 10);
-// Llama-3.1-8B/H100 has no published fit: a is vidur's linear-layer slope scaled to 8B
-// parameters on an H100, c the CPU overhead plus reading the weights (lamps/replay/profiles.py).
+// The named deployments: the one registry of scheduler cost models (the replay's GPU profiles,
+// lamps/replay/profiles.py, each name one of these; InferCept's constants are keyed by them).
+// Iteration fits: the LAMPS paper's GPT-J-6B/A100 (a = 0.0408 ms/token, c = 16.92 ms) and
+// Vicuna-13B/2xA100 (0.0279, 15.4), InferCept's GPT-J fit (0.0463, 10). The Llama-3.1 ones have
+// no published fit and take the replay's engine model: a is vidur's linear-layer slope scaled
+// to the parameters on an H100, c the CPU overhead plus reading the weights. Llama-3.1-70B on
+// 8 H100s (tensor parallel) adds the all-reduces: a = linear layers 0.0645 x 0.269/8 x
+// 70.55/6.74 = 0.0227 plus 2 x 80 x 16,384 B x 4.78e-9 = 0.0125 ms per token; c = 2 ms of
+// overhead + 7.31 ms reading the weights + 2 x 80 x 0.0347 = 5.55 ms of all-reduces; attention
+// and the host links those of 8 H100s (each GPU's own link).
 // Link bandwidth: the ~25 GB/s that pinned host copies reach on PCIe 4.0 x16 (A100), ~50 GB/s
-// on PCIe 5.0 (H100); tensor parallelism splits the KV over 2 links.
+// on PCIe 5.0 (H100); tensor parallelism splits the KV over one link per GPU.
 inline std::vector<CostModel> builtin_profiles() {
   const double gptj_kv = kv_bytes_per_token(28, 4096);
   const double gptj_pf = prefill_ms_per_pair(kA100PrefillMsPerPairPerLayer, 28, 4096);
   const double gptj_kr = kv_read_ms_per_token(gptj_kv, 1555e9);
   const double vicuna_kv = kv_bytes_per_token(40, 5120);
   const double llama_kv = kv_bytes_per_token(32, 1024);
+  const double llama70_kv = kv_bytes_per_token(80, 1024);
   return {
       CostModel(0.0408, 16.92, gptj_kv, 25e9, gptj_pf, gptj_kr, "gptj-6b-a100"),
       CostModel(0.0463, 10.0, gptj_kv, 25e9, gptj_pf, gptj_kr, "infercept-gptj-6b-a100"),
@@ -137,6 +144,9 @@ inline std::vector<CostModel> builtin_profiles() {
       CostModel(0.0207, 8.66, llama_kv, 50e9,
                 prefill_ms_per_pair(kH100PrefillMsPerPairPerLayer, 32, 4096),
                 kv_read_ms_per_token(llama_kv, 3350e9), "llama31-8b-h100"),
+      CostModel(0.0352, 14.86, llama70_kv, 8 * 50e9,
+                prefill_ms_per_pair(kH100PrefillMsPerPairPerLayer / 8, 80, 8192),
+                kv_read_ms_per_token(llama70_kv, 8 * 3350e9), "llama31-70b-8xh100"),
   };
 }
 
