@@ -4,10 +4,11 @@ coding-agent traces, ``lamps workloads derive`` makes data."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from lamps.logs import choose_vllm_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,14 +83,10 @@ def _missing_module_message(name: str, command: str = "replay") -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lamps`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # vLLM logs at INFO on import and warns once per scheduler built; the table is the output
-    # here (`lamps replay --vllm-logs` shows them).
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if "--vllm-logs" in argv else "ERROR")
-    os.environ["LAMPS_VLLM_LOGS"] = "1" if "--vllm-logs" in argv else "0"
+    # Before vLLM is imported (building the parser imports it): `lamps replay --vllm-logs`.
+    choose_vllm_logs("--vllm-logs" in argv)
     command = "replay"
     try:
-        import lamps.replay  # noqa: F401  (quiets vLLM's loggers before vLLM is imported)
-
         parser = build_parser()
         args = parser.parse_args(argv)
         command = args.command

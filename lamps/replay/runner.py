@@ -17,7 +17,6 @@ its own instance of the policy, behind the router policy (``lamps.replay.cluster
 from __future__ import annotations
 
 import concurrent.futures as cf
-import logging
 import math
 import multiprocessing
 import os
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lamps.logs import apply_vllm_logs
 from lamps.replay.flows import ArrivalFlow, UserLoop, flow_for
 from lamps.replay.policies import make_policy, policy_names
 from lamps.replay.profiles import get_engine_settings, get_profile
@@ -133,7 +133,7 @@ def quiet_vllm_logs() -> None:
     one per (policy, rate, seed): its loggers go quiet below ERROR unless
     ``LAMPS_VLLM_LOGS=1`` (``lamps replay --vllm-logs``)."""
     if os.environ.get("LAMPS_VLLM_LOGS") != "1":
-        logging.getLogger("vllm").setLevel(logging.ERROR)
+        apply_vllm_logs()
 
 
 def _import_everything() -> None:

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from lamps.logs import apply_vllm_logs
 from lamps.replay.provenance import provenance, require_clean
 from lamps.replay.records import RequestRecord
-from lamps.replay.runner import ReplayConfig, quiet_vllm_logs, run_one
+from lamps.replay.runner import ReplayConfig, run_one
 from lamps.replay.stats import interval
 from lamps.workloads import load_trace, poisson_arrivals
 
@@ -79,7 +80,7 @@ class _Collected:
 def run_point(args: tuple[str, float, int, float, str, float]) -> dict[str, Any]:
     """One (policy, rate, seed): per-turn and per-program figures of the finished programs."""
     policy, qps, seed, duration, profile, noise = args
-    quiet_vllm_logs()
+    apply_vllm_logs()
     workload = load_trace("builtin:agent")
     config = ReplayConfig(policies=(policy,), qps=(qps,), duration=duration, profile=profile,
                           seed=seed, drain=3.0, noise=noise)  # fmt: skip
