@@ -96,7 +96,11 @@ def _largest_input(trace: Mapping[str, Any]) -> int:
 
 
 def choose(traces: Mapping[str, Any], size: int = SUBSET_SIZE) -> list[str]:
-    """The file names of the stratified subset (see the module docstring)."""
+    """The file names of the stratified subset (see the module docstring); all of them when
+    there are no more than ``size`` (what the quartiles pick then when ``size`` is a multiple of
+    four; with fewer traces than quartiles one would be empty)."""
+    if len(traces) <= size:
+        return sorted(traces)
     names = sorted(traces, key=lambda n: (_largest_input(traces[n]), n))
     per = size // QUARTILES
     chosen: list[str] = []
