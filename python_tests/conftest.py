@@ -56,6 +56,17 @@ def _restore_vllm_log_level() -> Any:
     logger.setLevel(level)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_vllm_log_level_after_the_module() -> Any:
+    """The same around a module, for its module-scoped fixtures: one that runs a `lamps`
+    command once for all its tests (`lamps.cli.main` sets the level on every call) would
+    otherwise leave vLLM's loggers at ERROR for every later module."""
+    logger = logging.getLogger("vllm")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Llama written once per test session."""
