@@ -35,14 +35,14 @@ SMOKE_SIZE = "4users-2min"
 def test_replay_coding_users(benchmark: Any, size: str, profile: str) -> None:
     if benchmark.disabled and size != SMOKE_SIZE:
         pytest.skip("the 20-minute case runs when benchmarking (a smoke pass runs the small one)")
+    from lamps.logs import apply_vllm_logs
     from lamps.replay.engine import SimEngine
     from lamps.replay.flows import UserLoop
     from lamps.replay.policies import make_policy
     from lamps.replay.profiles import get_profile
-    from lamps.replay.runner import quiet_vllm_logs
     from lamps.workloads import load_trace
 
-    quiet_vllm_logs()
+    apply_vllm_logs()
     users, minutes = SIZES[size]
     workload = load_trace(SHARED if SHARED.is_dir() else "builtin:claude-code")
     gpu = get_profile(profile)

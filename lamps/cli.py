@@ -1,19 +1,23 @@
-"""Command line: ``lamps replay`` compares schedulers, ``lamps agents`` measures a server with
-coding-agent traces, ``lamps workloads derive`` makes data."""
+"""Command line: ``lamps replay`` compares schedulers; ``lamps calibrate``, ``lamps plot`` and
+``lamps targets`` read a replay's results; ``lamps stateless-eval`` replays agents over the
+OpenAI API per turn; ``lamps agents`` measures a server with coding-agent traces; ``lamps
+workloads`` makes the shipped workload data."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+from lamps.logs import choose_vllm_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lamps`` argument parser."""
     from lamps.agents.command import add_agents_parser
     from lamps.replay.command import add_replay_parser
+    from lamps.replay.subcommands import add_results_parsers
+    from lamps.workloads.command import add_workloads_parser
 
     parser = argparse.ArgumentParser(prog="lamps", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -26,43 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
         unavailable = sub.add_parser("replay", add_help=False, prefix_chars="\0")
         unavailable.add_argument("ignored", nargs=argparse.REMAINDER)
         unavailable.set_defaults(unavailable=e)
+    add_results_parsers(sub)
     add_agents_parser(sub)
-    w = sub.add_parser("workloads", help="workload data tools")
-    wsub = w.add_subparsers(dest="workloads_command", required=True)
-    d = wsub.add_parser(
-        "derive",
-        help="derive lamps/data files from an InferCept trace",
-        description="Writes the per-type statistics the synthetic generator samples from and "
-        "the compact copy of the trace (the files lamps/data ships) into OUT_DIR.",
-    )
-    d.add_argument("trace", type=Path, help="InferCept-format JSON trace (or builtin:NAME)")
-    d.add_argument("out_dir", type=Path)
-    d.add_argument(
-        "--builtin-name",
-        default="infercept-multi-api",
-        help="name of the compact trace (default infercept-multi-api)",
-    )
+    add_workloads_parser(sub)
     return parser
-
-
-def _workloads_derive(args: argparse.Namespace) -> int:
-    from lamps.workloads import (
-        BUILTIN_TRACES,
-        STATS_FILE,
-        derive_stats,
-        load_trace,
-        write_compact,
-        write_stats,
-    )
-
-    workload = load_trace(args.trace)
-    out_dir: Path = args.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_stats(derive_stats(workload, args.trace.name), out_dir / STATS_FILE)
-    name = args.builtin_name
-    write_compact(workload, out_dir / BUILTIN_TRACES.get(name, f"{name}.json.gz"))
-    print(f"kinds: {workload.kind_counts()}", file=sys.stderr)
-    return 0
 
 
 _OPTIONAL_MODULES = {
@@ -70,8 +41,8 @@ _OPTIONAL_MODULES = {
     "matplotlib": "the replay extra (`pip install 'vllm-lamps[replay]'`)",
     "aiohttp": "the agents extra (`pip install 'vllm-lamps[agents]'`)",
 }
-"""Modules the package does not depend on that `lamps replay` and `lamps agents` need, and how
-to get them."""
+"""Modules the package does not depend on that some commands need (`lamps replay`, `lamps plot`,
+`lamps agents`, ...), and how to get them."""
 
 
 def _missing_module_message(name: str, command: str = "replay") -> str:
@@ -82,14 +53,10 @@ def _missing_module_message(name: str, command: str = "replay") -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lamps`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # vLLM logs at INFO on import and warns once per scheduler built; the table is the output
-    # here (`lamps replay --vllm-logs` shows them).
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if "--vllm-logs" in argv else "ERROR")
-    os.environ["LAMPS_VLLM_LOGS"] = "1" if "--vllm-logs" in argv else "0"
+    # Before vLLM is imported (building the parser imports it): `lamps replay --vllm-logs`.
+    choose_vllm_logs("--vllm-logs" in argv)
     command = "replay"
     try:
-        import lamps.replay  # noqa: F401  (quiets vLLM's loggers before vLLM is imported)
-
         parser = build_parser()
         args = parser.parse_args(argv)
         command = args.command
@@ -103,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lamps.agents.command import run_agents
 
             return run_agents(args, argv)
-        if args.command == "workloads":
-            return _workloads_derive(args)
+        run = getattr(args, "run", None)
+        if run is not None:
+            code: int = run(args)
+            return code
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] not in _OPTIONAL_MODULES:
             raise

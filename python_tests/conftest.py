@@ -45,11 +45,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _restore_vllm_log_level() -> Any:
-    """Undo `lamps.replay.runner.quiet_vllm_logs()` after a test that ran a replay.
+    """Undo `lamps.logs.apply_vllm_logs()` after a test that ran a replay or a `lamps` command.
 
-    A replay sets vLLM's root logger to ERROR for the rest of the process; later tests that
-    read LAMPS' warnings (logger `vllm.lamps`) would see nothing.
+    They set vLLM's root logger to ERROR for the rest of the process; later tests that read
+    LAMPS' warnings (logger `vllm.lamps`) would see nothing.
     """
+    logger = logging.getLogger("vllm")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_vllm_log_level_after_the_module() -> Any:
+    """The same around a module, for its module-scoped fixtures: one that runs a `lamps`
+    command once for all its tests (`lamps.cli.main` sets the level on every call) would
+    otherwise leave vLLM's loggers at ERROR for every later module."""
     logger = logging.getLogger("vllm")
     level = logger.level
     yield

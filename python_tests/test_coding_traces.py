@@ -190,6 +190,16 @@ def test_the_shipped_subset_is_small_licensed_and_spans_the_set() -> None:
     assert json.loads(gzip.decompress(data))["commit"] == "94f6046"
 
 
+def test_a_set_no_larger_than_the_subset_is_taken_whole() -> None:
+    # Fewer traces than quartiles left one empty (an IndexError); up to 40 the quartiles pick
+    # every trace anyway.
+    for n in (1, 2, 3, 5, 40):
+        traces = {f"t{i:02}.json": trace(extending(1 + i % 4), str(i)) for i in range(n)}
+        assert choose(traces) == sorted(traces)
+    traces = {f"t{i:02}.json": trace(extending(1 + i % 7), str(i)) for i in range(41)}
+    assert len(choose(traces)) <= 40
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"the shared traces are not at {SHARED}")
 def test_packing_round_trips_and_the_subset_is_the_documented_choice() -> None:
     traces = {f.name: json.loads(f.read_text()) for f in sorted(SHARED.glob("*.json"))}

@@ -2,7 +2,9 @@
 
 A command in a ```bash block is accepted when it is one of:
 - ``lamps ...``: parsed here by the real ``lamps`` argument parser (a renamed or removed option
-  fails); its runs are the replay's and the agents' own tests;
+  fails), every subcommand included (each must appear in some block); its runs are the
+  subcommands' own tests (``test_replay*.py``, ``test_agents_http.py``,
+  ``test_cli_commands.py``);
 - ``bash scripts/NAME``: the script exists (the test command runs ``scripts/test``, CI runs it,
   and ``scripts/replay`` is ``lamps replay`` with the options parsed above);
 - a block under ``<!-- tested-by: python_tests/FILE.py::TEST -->`` (or the HTTP examples'
@@ -106,6 +108,36 @@ def test_the_checker_refuses_what_it_should() -> None:
         check_marker("<!-- tested-by: python_tests/test_docs_commands.py::no_such_test -->")
     check_command("lamps replay --policies vllm,lamps --qps 4")
     assert commands("a \\\n  b  # x\n# c\n\nd\n") == ["a b # x", "d"]
+    # The other subcommands go through the same parser.
+    check_command("lamps targets --paired-at 4.5 results/a results/b  # a comment")
+    check_command("lamps workloads pack-coding traces out.json.gz")
+    with pytest.raises(AssertionError, match="does not parse"):
+        check_command("lamps targets")  # a results directory is required
+    with pytest.raises(AssertionError, match="does not parse"):
+        check_command("lamps workloads pack-coding traces")
+
+
+def subcommands(parser: argparse.ArgumentParser) -> set[tuple[str, ...]]:
+    """Every command the parser runs: ``("replay",)``, ``("workloads", "derive")``, ..."""
+    found: set[tuple[str, ...]] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= {(name, *rest) for rest in subcommands(sub)} or {(name,)}
+    return found
+
+
+def test_every_lamps_command_is_documented() -> None:
+    # Each subcommand of `lamps` appears in a bash block of README.md or docs/, where the test
+    # above parses it: no command of the package goes undocumented or unchecked.
+    documented: set[tuple[str, ...]] = set()
+    for _, _, _, body in blocks():
+        for command in commands(body):
+            if command.startswith("lamps "):
+                words = shlex.split(command.split(" #")[0])
+                documented |= {tuple(words[1 : n + 1]) for n in (1, 2)}
+    missing = sorted(subcommands(lamps_parser()) - documented)
+    assert not missing, f"lamps subcommands no bash block of the docs shows: {missing}"
 
 
 def test_the_main_commands_defaults_parse() -> None:

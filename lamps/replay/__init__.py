@@ -1,11 +1,10 @@
 """Replay of augmented-LLM workloads through vLLM's real scheduler on a simulated GPU clock.
 
-``lamps replay`` sets ``LAMPS_VLLM_LOGS=0`` (unless ``--vllm-logs``) before vLLM is imported,
-here and in its worker processes, so vLLM's start-up lines stay out of the replay's output.
+``lamps replay`` quiets vLLM's loggers (unless ``--vllm-logs``) before vLLM is imported, here
+and in its worker processes (which import this package first), so vLLM's start-up lines stay out
+of the replay's output: ``lamps.logs`` says how.
 """
 
-import logging
-import os
+from lamps.logs import apply_vllm_logs
 
-if os.environ.get("LAMPS_VLLM_LOGS") == "0":
-    logging.getLogger("vllm").setLevel(logging.ERROR)
+apply_vllm_logs(quiet_unless_chosen=False)

@@ -14,15 +14,14 @@ equal normalized latency is the ratio of the two crossings. Ratios at ``2 * L0``
 ``10 * L0`` are reported beside it. The paper's figure is not digitized here: its two stated
 facts are drawn as target bands.
 
-``python -m lamps.replay.calibration DIR`` reads ``DIR/results.json`` and writes
-``calibration.md`` and ``calibration.png`` there.
+``lamps calibrate DIR`` reads ``DIR/results.json`` and writes ``calibration.md``,
+``calibration.json`` and ``calibration.png`` there.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -150,13 +149,9 @@ def plot(
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Writes calibration.md/.json/.png beside a results.json."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m lamps.replay.calibration RESULTS_DIR", file=sys.stderr)
-        return 2
-    out = Path(args[0])
+def write_calibration(out: Path) -> dict[str, Any]:
+    """Reads ``out/results.json`` and writes calibration.md, .json and .png beside it; returns
+    the figures (``lamps calibrate DIR``)."""
     data = json.loads((out / "results.json").read_text())
     rows = read_rows(out / "results.json")  # skipped (saturated) rates count as infinite
     result = evaluate(rows)
@@ -168,9 +163,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "calibration.md").write_text(f"{banner}\n\n{format_markdown(result)}\n")
     plot(rows, result, out / "calibration.png", banner)
-    print(format_markdown(result))
-    return 0 if result["met"] else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return result

@@ -1,4 +1,8 @@
-"""PNG plots of a replay's results (matplotlib, Agg backend): means with 95% intervals."""
+"""PNG plots of a replay's results (matplotlib, Agg backend): means with 95% intervals.
+
+``lamps replay`` draws them after its runs; ``lamps plot DIR`` draws them again from
+``DIR/results.json``.
+"""
 
 from __future__ import annotations
 
@@ -151,23 +155,17 @@ def write_plots(
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lamps.replay.plots DIR``: (re)draws DIR's plots from its results.json."""
+def redraw(out: Path) -> list[Path]:
+    """Draws ``out``'s plots again from its results.json (``lamps plot DIR``)."""
     import json
-    import sys
 
     from lamps.replay.metrics import read_rows
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    out = Path(args[0])
     data = json.loads((out / "results.json").read_text())
     prov = data.get("provenance") or {}
     banner = f"results of commit {str(prov.get('commit'))[:12]}" + (
         " DIRTY" if prov.get("dirty") else ""
     )
-    write_plots(read_rows(out / "results.json"), out, slo=data.get("slo_ttft_p99"), banner=banner)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return write_plots(
+        read_rows(out / "results.json"), out, slo=data.get("slo_ttft_p99"), banner=banner
+    )

@@ -17,7 +17,6 @@ its own instance of the policy, behind the router policy (``lamps.replay.cluster
 from __future__ import annotations
 
 import concurrent.futures as cf
-import logging
 import math
 import multiprocessing
 import os
@@ -26,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lamps.defaults import DEFAULT_PROFILE
+from lamps.logs import apply_vllm_logs
 from lamps.replay.flows import ArrivalFlow, UserLoop, flow_for
 from lamps.replay.modes import EngineKind
 from lamps.replay.policies import make_policy, policy_names
@@ -134,7 +134,7 @@ def quiet_vllm_logs() -> None:
     one per (policy, rate, seed): its loggers go quiet below ERROR unless
     ``LAMPS_VLLM_LOGS=1`` (``lamps replay --vllm-logs``)."""
     if os.environ.get("LAMPS_VLLM_LOGS") != "1":
-        logging.getLogger("vllm").setLevel(logging.ERROR)
+        apply_vllm_logs()
 
 
 def _import_everything() -> None:

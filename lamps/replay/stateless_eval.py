@@ -12,7 +12,7 @@ per rate, and reports with 95% t-intervals over seeds:
 Turn boundaries come from the records the replay keeps: a turn ends when its tool call starts
 and the next starts when the call returns.
 
-    python -m lamps.replay.stateless_eval --qps 0.5,1,2 --seeds 0-4 --duration 300
+    lamps stateless-eval --qps 0.5,1,2 --seeds 0-4 --duration 300
 """
 
 from __future__ import annotations
@@ -22,18 +22,16 @@ import concurrent.futures as cf
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lamps.logs import apply_vllm_logs
 from lamps.replay.provenance import provenance, require_clean
 from lamps.replay.records import RequestRecord
-from lamps.replay.runner import ReplayConfig, quiet_vllm_logs, run_one
+from lamps.replay.runner import ReplayConfig, run_one
 from lamps.replay.stats import interval
 from lamps.workloads import load_trace, poisson_arrivals
-
-POLICIES = ("vllm", "lamps-stateless")
 
 
 def turn_latencies(rec: RequestRecord) -> list[float]:
@@ -79,7 +77,7 @@ class _Collected:
 def run_point(args: tuple[str, float, int, float, str, float]) -> dict[str, Any]:
     """One (policy, rate, seed): per-turn and per-program figures of the finished programs."""
     policy, qps, seed, duration, profile, noise = args
-    quiet_vllm_logs()
+    apply_vllm_logs()
     workload = load_trace("builtin:agent")
     config = ReplayConfig(policies=(policy,), qps=(qps,), duration=duration, profile=profile,
                           seed=seed, drain=3.0, noise=noise)  # fmt: skip
@@ -123,34 +121,24 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Runs the evaluation and writes results.json and table.md."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--policies", default=",".join(POLICIES))
-    p.add_argument("--qps", default="0.5,1,2")
-    p.add_argument("--seeds", default="0-2")
-    p.add_argument("--duration", type=float, default=300.0)
-    p.add_argument("--profile", default="llama31-8b-h100")
-    p.add_argument("--noise", type=float, default=0.6, help="relative noise on LAMPS' hints")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("replay-results/stateless"))
-    p.add_argument("--allow-dirty", action="store_true", help="run on uncommitted changes")
-    a = p.parse_args(argv)
+def evaluate(args: argparse.Namespace) -> str:
+    """``lamps stateless-eval``: runs the evaluation with the command's options, writes
+    results.json and table.md into ``args.out``; returns the table (provenance first)."""
     prov = provenance()
-    require_clean(prov, a.allow_dirty)
-    lo, _, hi = a.seeds.partition("-")
+    require_clean(prov, args.allow_dirty)
+    lo, _, hi = args.seeds.partition("-")
     seeds = range(int(lo), int(hi or lo) + 1)
-    points = [(pol, float(q), s, a.duration, a.profile, a.noise) for q in a.qps.split(",")
-              for pol in a.policies.split(",") for s in seeds]  # fmt: skip
-    with cf.ProcessPoolExecutor(a.jobs) as pool:
+    points = [(pol, float(q), s, args.duration, args.profile, args.noise)
+              for q in args.qps.split(",") for pol in args.policies.split(",")
+              for s in seeds]  # fmt: skip
+    with cf.ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run_point, points))
-    a.out.mkdir(parents=True, exist_ok=True)
-    header = {"provenance": prov.as_dict(), "command": vars(a)}
-    (a.out / "results.json").write_text(json.dumps({**header, "rows": rows}, indent=1, default=str))
+    args.out.mkdir(parents=True, exist_ok=True)
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    header = {"provenance": prov.as_dict(), "command": options}
+    (args.out / "results.json").write_text(
+        json.dumps({**header, "rows": rows}, indent=1, default=str)
+    )
     text = prov.banner() + "\n\n" + table(rows)
-    (a.out / "table.md").write_text(text + "\n")
-    print(text)
-
-
-if __name__ == "__main__":
-    main()
+    (args.out / "table.md").write_text(text + "\n")
+    return text

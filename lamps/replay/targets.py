@@ -5,15 +5,13 @@ end-to-end latency there). At its knee every ratio is LAMPS' over the baseline's
 seed (both ran on the seed's identical arrivals) and reported as a mean with its 95%
 t-interval; a target is **met** only when the whole interval is on the right side of its bound.
 The same holds for the cost of prediction noise (LAMPS with noise over its oracle, minus 1).
-``python -m lamps.replay.targets RESULTS_DIR [more dirs]`` prints the table as Markdown;
-``--paired-at QPS`` prints every policy against LAMPS at one rate instead (the ablations).
+``lamps targets RESULTS_DIR [more dirs]`` prints the table as Markdown; ``--paired-at QPS``
+prints every policy against LAMPS at one rate instead (the ablations).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,27 +168,18 @@ def format_paired(rows: Sequence[dict[str, Any]], qps: float, reference: str = "
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lamps.replay.targets DIR...``: the targets of each results directory."""
-    parser = argparse.ArgumentParser(prog="python -m lamps.replay.targets", description=__doc__)
-    parser.add_argument("dirs", nargs="+", type=Path, help="replay output directories")
-    parser.add_argument("--policy", default="lamps")
-    parser.add_argument("--oracle", default="lamps-oracle")
-    parser.add_argument(
-        "--paired-at",
-        type=float,
-        help="instead: every policy of all DIRS at this rate against --policy (ablations)",
+def format_dirs(
+    dirs: Sequence[Path],
+    policy: str = "lamps",
+    oracle: str = "lamps-oracle",
+    paired_at: float | None = None,
+) -> str:
+    """``lamps targets DIR...``: the targets table of each results directory, under its name;
+    with ``paired_at``, instead every policy of all of them at that rate against ``policy``."""
+    if paired_at is not None:
+        rows = [r for d in dirs for r in read_rows(d / "results.json")]
+        return format_paired(rows, paired_at, policy)
+    return "\n".join(
+        f"### {d}\n\n{format_targets(read_rows(d / 'results.json'), policy, oracle)}\n"
+        for d in dirs
     )
-    args = parser.parse_args(argv)
-    if args.paired_at is not None:
-        rows = [r for d in args.dirs for r in read_rows(d / "results.json")]
-        print(format_paired(rows, args.paired_at, args.policy))
-        return 0
-    for d in args.dirs:
-        rows = read_rows(d / "results.json")
-        print(f"### {d}\n\n{format_targets(rows, args.policy, args.oracle)}\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,14 +12,13 @@ the full set: the traces are split into four quartiles of their largest input, a
 quartile gives 10 conversations evenly spaced in their number of requests (short and long
 sessions of short and long contexts); every trace with sub-agents is kept (replacing the
 nearest pick of its quartile). Forty is enough for 32 closed-loop users to start on distinct
-conversations. ``python -m lamps.workloads.coding_pack SRC_DIR OUT_FILE`` regenerates it.
+conversations. ``lamps workloads pack-coding SRC_DIR OUT_FILE`` regenerates it.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -96,7 +95,11 @@ def _largest_input(trace: Mapping[str, Any]) -> int:
 
 
 def choose(traces: Mapping[str, Any], size: int = SUBSET_SIZE) -> list[str]:
-    """The file names of the stratified subset (see the module docstring)."""
+    """The file names of the stratified subset (see the module docstring); all of them when
+    there are no more than ``size`` (what the quartiles pick then when ``size`` is a multiple of
+    four; with fewer traces than quartiles one would be empty)."""
+    if len(traces) <= size:
+        return sorted(traces)
     names = sorted(traces, key=lambda n: (_largest_input(traces[n]), n))
     per = size // QUARTILES
     chosen: list[str] = []
@@ -130,20 +133,12 @@ def load_builtin_coding(
     return Workload("claude-code", convs)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lamps.workloads.coding_pack SRC_DIR OUT_FILE``: packs the subset."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    traces = {f.name: read_json(f) for f in trace_files(Path(args[0]))}
+def pack_dir(src: Path, out: Path) -> tuple[int, int]:
+    """Chooses the subset of the traces in ``src`` and writes it packed to ``out``
+    (``lamps workloads pack-coding SRC_DIR OUT_FILE``); returns (packed, read)."""
+    traces = {f.name: read_json(f) for f in trace_files(src)}
     for name, trace in traces.items():
         parse_coding_trace(trace, name)  # a bad trace fails here, not once shipped
     subset = {n: traces[n] for n in choose(traces)}
-    Path(args[1]).write_bytes(pack(subset))
-    print(f"packed {len(subset)} of {len(traces)} traces into {args[1]}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    out.write_bytes(pack(subset))
+    return len(subset), len(traces)
