@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import shlex
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lamps.defaults import DEFAULT_PROFILE
+from lamps.logs import choose_vllm_logs
 from lamps.replay.options import (
     QUICK_SEEDS,
     USERS_DURATION,
@@ -26,13 +26,6 @@ if TYPE_CHECKING:
     from lamps.replay.modes import ApiMode
 
 __all__ = ["add_replay_parser", "run_replay"]
-
-
-def _quiet_vllm(show: bool) -> None:
-    from lamps.replay.runner import quiet_vllm_logs
-
-    os.environ["LAMPS_VLLM_LOGS"] = "1" if show else "0"  # spawned workers inherit it
-    quiet_vllm_logs()
 
 
 def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -56,7 +49,7 @@ def run_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from lamps.replay.verdicts import format_verdicts
     from lamps.workloads import load_trace, synthetic_workload
 
-    _quiet_vllm(args.vllm_logs)
+    choose_vllm_logs(args.vllm_logs)  # spawned workers inherit the choice
     real = EngineKind(args.engine) == EngineKind.REAL
     mode = None if args.api_mode is None else ApiMode(args.api_mode)
     defaults = replay_defaults()

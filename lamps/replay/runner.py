@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import math
 import multiprocessing
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -129,18 +128,10 @@ def flow_of(workload: Workload, config: ReplayConfig, load: float) -> ArrivalFlo
     return flow_for(arrivals, config.warm_prefix)
 
 
-def quiet_vllm_logs() -> None:
-    """vLLM warns once per scheduler built (block size, connector API, ...), and a replay builds
-    one per (policy, rate, seed): its loggers go quiet below ERROR unless
-    ``LAMPS_VLLM_LOGS=1`` (``lamps replay --vllm-logs``)."""
-    if os.environ.get("LAMPS_VLLM_LOGS") != "1":
-        apply_vllm_logs()
-
-
 def _import_everything() -> None:
     # Load every module a replay uses before the first job starts, so that sources edited
     # while a long replay runs cannot mix old and new code in one worker.
-    quiet_vllm_logs()
+    apply_vllm_logs()  # vLLM warns once per scheduler built; a replay builds many
 
 
 def run_one(
