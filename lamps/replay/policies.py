@@ -120,29 +120,29 @@ register(
 )
 
 
-def _lamps_ablation(
-    name: str, switches: Mapping[str, Any]
+def _ablation(
+    policy_cls: type[LampsPolicy] | type[LampsStatelessPolicy], name: str, switches: Any
 ) -> Callable[[PolicyContext], ReplayPolicy]:
-    """The factory of a LAMPS ablation (its name and switches bound now)."""
-    return lambda c: LampsPolicy(name, c.cost_config, noise=c.noise, seed=c.seed, switches=switches)
+    """The factory of a LAMPS ablation (its class, name and switches bound now)."""
+    return lambda c: policy_cls(name, c.cost_config, noise=c.noise, seed=c.seed, switches=switches)
 
 
-def _stateless_ablation(
-    name: str, switches: Mapping[str, Any]
-) -> Callable[[PolicyContext], ReplayPolicy]:
-    """The factory of a stateless LAMPS ablation (its name and switches bound now)."""
-    return lambda c: LampsStatelessPolicy(
-        name, c.cost_config, noise=c.noise, seed=c.seed, switches=switches
-    )
+def _register_ablations(
+    table: Mapping[str, tuple[Mapping[str, Any], str]],
+    policy_cls: type[LampsPolicy] | type[LampsStatelessPolicy],
+    what: str,
+) -> None:
+    """Registers each ablation of `table` (name -> (switches, what it tests))."""
+    for name, (switches, tests) in table.items():
+        register(
+            name,
+            _ablation(policy_cls, name, switches),
+            f"ablation, {what} with {plain(switches)}: {tests}",
+            noisy=True,
+        )
 
 
-for _name, (_switches, _what) in ABLATIONS.items():
-    register(
-        _name,
-        _lamps_ablation(_name, _switches),
-        f"ablation, LAMPS with {plain(_switches)}: {_what}",
-        noisy=True,
-    )
+_register_ablations(ABLATIONS, LampsPolicy, "LAMPS")
 
 register(
     "lamps-stateless",
@@ -152,13 +152,7 @@ register(
     noisy=True,
 )
 
-for _name, (_switches, _what) in STATELESS_ABLATIONS.items():
-    register(
-        _name,
-        _stateless_ablation(_name, _switches),
-        f"ablation, LAMPS over the OpenAI API with {plain(_switches)}: {_what}",
-        noisy=True,
-    )
+_register_ablations(STATELESS_ABLATIONS, LampsStatelessPolicy, "LAMPS over the OpenAI API")
 
 from lamps.replay import agent_policies  # noqa: E402, F401  (registers vllm-offload, thunderagent)
 

@@ -37,7 +37,7 @@ prefill (about 12 s of attention for Llama-3.1-8B) is priced on the high side to
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lamps import CostModel
@@ -212,6 +212,26 @@ class GpuProfile:
         return self.num_blocks() * self.block_size
 
 
+# Llama-3.1-8B on one H100 SXM 80 GB at vLLM's default gpu_memory_utilization 0.9, for the
+# agent trace's long contexts (max_model_len 131,072; the trace stays below 64k).
+# Its scheduler cost model (no published fit exists) takes the engine's: a = the linear
+# layers' per-token slope, c = CPU overhead + reading the weights (lamps.CostModel profile).
+_LLAMA31_8B_H100 = GpuProfile(
+    "llama31-8b-h100",
+    "llama31-8b-h100",
+    int(0.9 * 80 * GIB),
+    16_060_000_000,
+    32,
+    8,
+    128,
+    host_memory_bytes=128 * GIB,
+    max_num_batched_tokens=8192,  # vLLM's server default on GPUs of >= 70 GiB
+    hardware=H100_80GB,
+    parameters=8.03e9,
+    q_dim=4096,
+    max_model_len=65536,
+)
+
 # GPT-J-6B: 6.05e9 fp16 parameters; 28 layers x 4096 hidden -> 2*28*4096*2 = 458,752 KV bytes
 # per token (the core's cost model carries that number). The paper limits the GPU to 40 GB for
 # weights plus KV cache. Swapped KV goes to a host pool of `host_memory_bytes`.
@@ -244,41 +264,11 @@ PROFILES: dict[str, GpuProfile] = {
         parameters=13.0e9,
         q_dim=5120,
     ),
-    # Llama-3.1-8B on one H100 SXM 80 GB at vLLM's default gpu_memory_utilization 0.9, for the
-    # agent trace's long contexts (max_model_len 131,072; the trace stays below 64k).
-    # Its scheduler cost model (no published fit exists) takes the engine's: a = the linear
-    # layers' per-token slope, c = CPU overhead + reading the weights (lamps.CostModel profile).
-    "llama31-8b-h100": GpuProfile(
-        "llama31-8b-h100",
-        "llama31-8b-h100",
-        int(0.9 * 80 * GIB),
-        16_060_000_000,
-        32,
-        8,
-        128,
-        host_memory_bytes=128 * GIB,
-        max_num_batched_tokens=8192,  # vLLM's server default on GPUs of >= 70 GiB
-        hardware=H100_80GB,
-        parameters=8.03e9,
-        q_dim=4096,
-        max_model_len=65536,
-    ),
+    "llama31-8b-h100": _LLAMA31_8B_H100,
     # The same at a 128k context (max_model_len 131,072), for the coding-agent traces (inputs to
     # 130k tokens): about 467k tokens of KV, 3.6 full-length conversations.
-    "llama31-8b-h100-128k": GpuProfile(
-        "llama31-8b-h100-128k",
-        "llama31-8b-h100",
-        int(0.9 * 80 * GIB),
-        16_060_000_000,
-        32,
-        8,
-        128,
-        host_memory_bytes=128 * GIB,
-        max_num_batched_tokens=8192,
-        hardware=H100_80GB,
-        parameters=8.03e9,
-        q_dim=4096,
-        max_model_len=131072,
+    "llama31-8b-h100-128k": replace(
+        _LLAMA31_8B_H100, name="llama31-8b-h100-128k", max_model_len=131072
     ),
     # Llama-3.1-70B on 8 H100 SXM 80 GB, tensor parallel 8, 128k context: 80 layers, 8 KV heads
     # of 128 -> 327,680 KV bytes per token (40,960 on each GPU); 70.55e9 parameters (141.1 GB
