@@ -10,7 +10,7 @@ Nothing of vLLM's `schedule()` is copied; this module only wires vLLM's events (
   request with the largest score (`batch.BatchEstimator` tracks the batch the costs use);
 - when a session pauses for an API call, `pause_policy.PauseController` keeps, discards or
   swaps its KV through the pause mechanism (`pausing.KvPauses`), and re-decides overruns;
-- when the next input arrives, the call is measured, the session is unparked and re-ranked;
+- when the next input arrives, the call is measured, the session is resumed and re-ranked;
 - `stats.LampsStats` counts it all; `stats.StatsLog` prints the periodic line.
 """
 
