@@ -304,7 +304,10 @@ def test_interrupt_writes_what_it_has_without_vllm(tmp_path: Path) -> None:
     argv = agents(server.url, traces, tmp_path / "out", "--users", "2", "--duration", "60",
                   "--no-plots")  # fmt: skip
     # A fresh interpreter in which vLLM and torch cannot be imported; cwd: not the source tree.
-    code = ("import sys; sys.modules['vllm'] = None; sys.modules['torch'] = None; "
+    # Ctrl-C is restored first: a test run started in the background (`cmd &` without job
+    # control) hands its children SIGINT ignored, and the child would never see the signal.
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "import sys; sys.modules['vllm'] = None; sys.modules['torch'] = None; "
             f"from lamps.cli import main; sys.exit(main({argv!r}))")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip

@@ -19,7 +19,9 @@ ROOT = pathlib.Path(lamps.__file__).resolve().parent
 # Lowest first. A module may import its own group and any group of a lower layer, nothing else;
 # groups of one layer stand beside each other (LAMPS and the baselines never import each other).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("lamps._core", "lamps._swap", "lamps.data", "lamps.defaults", "lamps.choices", "lamps.logs"),
+    # the C++ extensions, the build's record (generated in an installed copy), packaged data
+    ("lamps._core", "lamps._swap", "lamps._build_info", "lamps.data"),
+    ("lamps.defaults", "lamps.choices", "lamps.logs"),  # they import nothing of lamps
     ("lamps",),  # the core's Python face
     ("lamps.swap", "lamps.tiny_models"),
     ("lamps.mechanism",),
