@@ -334,3 +334,29 @@ def test_ablation_policies_run_lamps_with_their_switch(
     default = runs[base].scheduler.lamps_config  # type: ignore[attr-defined]
     others = {f: getattr(config, f) for f in vars(config) if f not in switches}
     assert others == {f: getattr(default, f) for f in others}
+
+
+def test_a_replay_loads_every_module_it_runs_before_its_first_job(tmp_path: Path) -> None:
+    # Sources edited while a long replay runs must not mix old and new code in one worker: the
+    # policies' modules are loaded up front (their factories import them lazily otherwise).
+    wanted = [
+        "lamps.baselines.continuum",
+        "lamps.baselines.infercept",
+        "lamps.baselines.infercept_paper",
+        "lamps.baselines.lamps_authors",
+        "lamps.connector",
+        "lamps.replay.engine",
+        "lamps.vllm.scheduler",
+    ]
+    code = (
+        "import json, sys; from lamps.replay import runner; "
+        f"before = [m for m in {wanted!r} if m in sys.modules]; "
+        "runner._import_everything(); "
+        f"print(json.dumps([before, [m for m in {wanted!r} if m not in sys.modules]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    before, missing = json.loads(out.strip().splitlines()[-1])
+    assert before != wanted, "importing the runner already loads them all: nothing is tested"
+    assert missing == []

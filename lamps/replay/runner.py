@@ -132,6 +132,14 @@ def _import_everything() -> None:
     # Load every module a replay uses before the first job starts, so that sources edited
     # while a long replay runs cannot mix old and new code in one worker.
     apply_vllm_logs()  # vLLM warns once per scheduler built; a replay builds many
+    import lamps.baselines.continuum
+    import lamps.baselines.infercept
+    import lamps.baselines.infercept_paper
+    import lamps.baselines.lamps_authors
+    import lamps.connector
+    import lamps.replay.engine
+    import lamps.replay.metrics
+    import lamps.vllm.scheduler  # noqa: F401  (lamps.vllm imports it on first use only)
 
 
 def run_one(
