@@ -24,7 +24,7 @@ set ``--vocab-size`` to the model's for a smaller one."""
 
 def add_agents_parser(sub: Any) -> None:
     """Adds the ``agents`` subcommand to the ``lamps`` parser."""
-    from lamps.replay.options import USERS_DURATION, _counts, _ints
+    from lamps.replay.options import USERS_DURATION, parse_seeds, parse_user_counts
     from lamps.replay.report import DEFAULT_SLO_TTFT_P99
     from lamps.workloads import DEFAULT_MAX_HUMAN_SECONDS
 
@@ -43,14 +43,16 @@ def add_agents_parser(sub: Any) -> None:
         default="builtin:claude-code",
         help="kv-cache-tester trace file or directory, or builtin:claude-code (the default)",
     )
-    a.add_argument("--users", type=_counts, required=True, help="user counts, e.g. 4,8,16")
+    a.add_argument(
+        "--users", type=parse_user_counts, required=True, help="user counts, e.g. 4,8,16"
+    )
     a.add_argument(
         "--duration",
         type=float,
         default=USERS_DURATION,
         help=f"seconds per run (default {USERS_DURATION:g}); measured after --warmup",
     )
-    a.add_argument("--seeds", type=_ints, default=(0,), help="trace-order seeds (default 0)")
+    a.add_argument("--seeds", type=parse_seeds, default=(0,), help="trace-order seeds (default 0)")
     a.add_argument(
         "--scale",
         type=float,

@@ -52,7 +52,8 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``: ``0,1,2`` or a range ``0-4`` (also ``lamps agents``')."""
     try:
         if "-" in text and "," not in text:
             lo, hi = (int(x) for x in text.split("-"))
@@ -64,7 +65,8 @@ def _ints(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def _counts(text: str) -> tuple[int, ...]:
+def parse_user_counts(text: str) -> tuple[int, ...]:
+    """``--users``: comma-separated counts, each >= 1 (also ``lamps agents``')."""
     try:
         values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
@@ -134,7 +136,7 @@ def add_replay_parser(sub: Any) -> None:
     )
     load.add_argument(
         "--users",
-        type=_counts,
+        type=parse_user_counts,
         default=None,
         help="closed-loop users, e.g. 4,8,16 (traced conversations): each user replays one "
         "conversation after another for --duration; measured per turn after --warmup",
@@ -168,7 +170,7 @@ def add_replay_parser(sub: Any) -> None:
     )
     r.add_argument(
         "--seeds",
-        type=_ints,
+        type=parse_seeds,
         default=None,
         help=f"seeds, e.g. 0-4 (default {_csv(QUICK_SEEDS)}); intervals need >= 2, reports use "
         ">= 5",
