@@ -426,11 +426,10 @@ def test_without_a_rank_vllms_balancer_splits_a_session(dp_ranks: Any) -> None:
         text = server.metrics()
         return [metric(text, "lamps_session_turns_total", engine=r) for r in ("0", "1")]
 
-    def two_turns(sid: str, headers: dict[str, str]) -> tuple[list[float], int]:
+    def two_turns(sid: str, headers: dict[str, str], context: str) -> tuple[list[float], int]:
         """Two turns of session `sid` sent to the server itself: turns per rank, cached."""
         before = turns_by_rank()
         cached = 0
-        context = prompt
         for _ in range(2):
             status, body = server.post("/v1/completions", {
                 "model": server.model, "prompt": context, "max_tokens": 4,
@@ -447,14 +446,15 @@ def test_without_a_rank_vllms_balancer_splits_a_session(dp_ranks: Any) -> None:
     # vLLM's balancer places every request anew, by load: a session's turns go wherever the
     # load is least, and a turn on the other rank finds nothing of the first. Parked turns of
     # the tests before count as load (LAMPS reports them), so the first sessions may all go to
-    # the emptier rank; as they park there, it fills and the balancer moves on.
+    # the emptier rank; as they park there, it fills and the balancer moves on. Each session
+    # has its own prompt: with a shared one, the other rank may hold it from an earlier session.
     splits = []
-    for i in range(4):
-        turns, cached = two_turns(f"unpinned{i}", {})
+    for i in range(8):
+        turns, cached = two_turns(f"unpinned{i}", {}, words(random.Random(100 + i), 120))
         if turns == [1, 1]:
             splits.append(cached)
             break
     assert splits and splits[0] == 0, "no unpinned session's turns were split across the ranks"
     # With the rank a router (or client) sets, both turns run on it and the prefix stays.
-    turns, cached = two_turns("pinned", {"X-data-parallel-rank": "1"})
+    turns, cached = two_turns("pinned", {"X-data-parallel-rank": "1"}, prompt)
     assert turns == [0, 2] and cached >= BLOCK * 3
