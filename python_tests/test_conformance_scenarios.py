@@ -904,7 +904,7 @@ def test_every_expected_failure_names_its_scenario_here() -> None:
 
     from conformance.expected_failures import EXPECTED_FAILURES
 
-    from lamps.mechanism.compat import TESTED_VERSIONS
+    from lamps.mechanism.versions import TESTED_VERSIONS
 
     kinds = {"ordering", "victim", "priority", "strategy", "construction", "cache-aware"}
     seen = set()

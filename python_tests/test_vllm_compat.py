@@ -11,7 +11,8 @@ from vllm.v1.request import RequestStatus
 
 from lamps.harness import make_request, swap_connector_config
 from lamps.mechanism import compat
-from lamps.mechanism.compat import PRIVATE_MEMBERS, check_version, parse_version
+from lamps.mechanism.compat import PRIVATE_MEMBERS
+from lamps.mechanism.versions import check_version, parse_version
 
 
 def test_version_range_is_checked_with_a_readable_error() -> None:

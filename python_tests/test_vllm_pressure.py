@@ -77,3 +77,41 @@ def test_a_request_preempted_max_preemptions_times_is_not_the_victim_again(
 def test_max_preemptions_zero_leaves_the_victim_to_the_score(make_vllm_scheduler: Any) -> None:
     sched = lamps(make_vllm_scheduler, num_blocks=13, max_num_seqs=8, max_preemptions=0)
     assert _victims(sched, "long") == ["long"]
+
+
+def _watched_steps(sched: Any, steps: int) -> list[bool]:
+    """For each step: whether the step's allocations went through the shortage hook's wrapper."""
+    seen: list[bool] = []
+    on_scheduled = sched.on_scheduled
+
+    def spy(output: Any) -> None:  # runs inside schedule(), after every allocation
+        seen.append("allocate_slots" in vars(sched.kv_cache_manager))
+        on_scheduled(output)
+
+    sched.on_scheduled = spy
+    for _ in range(steps):
+        run_step(sched)
+        assert "allocate_slots" not in vars(sched.kv_cache_manager)  # taken off after the step
+    return seen
+
+
+def test_allocations_are_watched_only_in_steps_that_may_free_kv(make_vllm_scheduler: Any) -> None:
+    plain = lamps(make_vllm_scheduler, num_blocks=20, release_paused_under_pressure=True)
+    plain.add_request(make_request("r", list(range(4000, 4050)), max_tokens=20))
+    assert not plain.may_free_kv_on_shortage()
+    assert _watched_steps(plain, 5) == [False] * 5  # nothing paused or parked: nothing to free
+
+    paused = lamps(
+        make_vllm_scheduler, num_blocks=20, allow_swap=False, release_paused_under_pressure=True
+    )
+    paused.set_clock(SettableClock())
+    start_session(paused, api_seconds=0.01, prompt_len=100)
+    assert paused.lamps_state("s").strategy == Strategy.PRESERVE
+    assert paused.may_free_kv_on_shortage()
+    paused.add_request(make_request("r", list(range(4000, 4050)), max_tokens=20))
+    assert _watched_steps(paused, 5) == [True] * 5
+
+    kept = lamps(make_vllm_scheduler, num_blocks=20, allow_swap=False)  # release is off
+    kept.set_clock(SettableClock())
+    start_session(kept, api_seconds=0.01, prompt_len=100)
+    assert not kept.may_free_kv_on_shortage()

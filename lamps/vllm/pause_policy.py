@@ -117,6 +117,11 @@ class PauseController:
         else:
             self._release(request, state, strategy, api_seconds)
 
+    @property
+    def num_preserved(self) -> int:
+        """Paused requests whose KV is kept on the GPU."""
+        return len(self._preserved)
+
     def release_for_pressure(self, now: float) -> bool:
         """An allocation found too few free blocks: discard the preserved pause whose KV wastes
         most to keep (remaining call time x context). False when no pause holds KV.

@@ -173,7 +173,7 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
     # ----- steps ------------------------------------------------------------------------------
     def schedule(self, *args: Any, **kwargs: Any) -> SchedulerOutput:
         self._before_step()
-        return super().schedule(*args, **kwargs)  # type: ignore[misc]
+        return super().schedule(*args, **kwargs)
 
     def _before_step(self) -> None:
         started = time.perf_counter()
@@ -237,6 +237,14 @@ class _LampsMixin(LampsRanking, SchedulerHooks):
             return
         hints = state.hints if state is not None else Hints()
         self._sessions.on_finishing(request, hints, self._clock())
+
+    def may_free_kv_on_shortage(self) -> bool:
+        # A superset of what on_kv_shortage can release, checked in O(1): pins belong to
+        # tracked sessions, and a released pause must be preserved. Neither is created while
+        # vLLM schedules (turns park and sessions pause in update_from_output).
+        return self._sessions.num_sessions > 0 or (
+            self.lamps_config.release_paused_under_pressure and self._pause_policy.num_preserved > 0
+        )
 
     def on_kv_shortage(self) -> bool:
         # Before vLLM preempts a running request: parked turns give their pinned blocks back,
