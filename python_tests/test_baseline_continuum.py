@@ -177,3 +177,10 @@ def test_pins_are_kept_while_a_running_request_can_be_preempted(
     assert sched.program_pins.is_pinned("p")  # the latest program's request gave way instead
     assert sched.continuum_stats()["pressure_unpins"] == 0
     run_until(sched, lambda: not sched.requests, limit=400)
+
+
+def test_a_bad_setting_is_named(make_vllm_scheduler: Any) -> None:
+    with pytest.raises(ValueError, match=r"continuum.ttl must be one of \['paper', 'code'\]"):
+        make(make_vllm_scheduler, ttl="fixed")
+    with pytest.raises(ValueError, match=r"unknown settings \['window'\]"):
+        make_vllm_scheduler(ContinuumScheduler, additional_config={"continuum": {"window": 3}})

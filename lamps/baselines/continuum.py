@@ -41,7 +41,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, StreamingUpdate
 
 from lamps import CostModel
-from lamps.baselines.continuum_ttl import ToolHistory, code_ttl, paper_ttl
+from lamps.baselines.continuum_ttl import ToolHistory, TtlRule, code_ttl, paper_ttl
 from lamps.baselines.ordered_queue import OrderedQueue
 from lamps.baselines.program_pins import ProgramPins
 from lamps.defaults import DEFAULT_PROFILE
@@ -53,8 +53,8 @@ from lamps.mechanism.pausing import KvPauses
 logger = logging.getLogger("vllm.lamps.continuum")
 
 CONFIG_KEY = "continuum"
-"""`additional_config["continuum"]`: `ttl` ("paper", default, or "code") and `profile` (the cost
-model whose prefill time is the reconstruction cost)."""
+"""`additional_config["continuum"]`: `ttl` (a `TtlRule`: "paper", default, or "code") and
+`profile` (the cost model whose prefill time is the reconstruction cost)."""
 
 MIN_PIN_SECONDS = 0.01  # the fork's block-freeing hook in scheduler.py: "if length_of_pin > 0.01"
 
@@ -71,14 +71,14 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = dict(self.vllm_config.additional_config.get(CONFIG_KEY, {}))
-        self.ttl_rule = config.pop("ttl", "paper")
+        self.ttl_rule = TtlRule.parse(config.pop("ttl", TtlRule.PAPER), f"{CONFIG_KEY}.ttl")
         explicit = config.pop("cost_model", None)  # as lamps' own config (the replay sends it)
         if explicit is not None:
             self._cost = CostModel(**dict(explicit))
         else:
             self._cost = CostModel.profile(config.pop("profile", DEFAULT_PROFILE))
-        if config or self.ttl_rule not in ("paper", "code"):
-            raise ValueError(f"additional_config '{CONFIG_KEY}': bad settings {config}")
+        if config:
+            raise ValueError(f"additional_config '{CONFIG_KEY}': unknown settings {sorted(config)}")
         self.waiting = OrderedQueue()
         self.kv_holding_waiting = OrderedQueue()
         self._clock: Callable[[], float] = time.monotonic
@@ -111,7 +111,7 @@ class ContinuumScheduler(SchedulerHooks, Scheduler):
         """The TTL of the call this turn ends with."""
         tool = _hint(request, "tool")
         tool = tool if isinstance(tool, str) and tool else None
-        if self.ttl_rule == "code":
+        if self.ttl_rule == TtlRule.CODE:
             return code_ttl(self.history, tool)
         return paper_ttl(
             self.history, tool, request.num_computed_tokens, self._cost.iteration_seconds

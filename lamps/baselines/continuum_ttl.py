@@ -33,6 +33,16 @@ from collections.abc import Callable
 
 import numpy as np
 
+from lamps.choices import Choice
+
+
+class TtlRule(Choice):
+    """Which of Continuum's TTL rules a run uses."""
+
+    PAPER = "paper", "the paper's cost-benefit rule (`paper_ttl`)"
+    CODE = "code", "the public code's fixed 2-second pin (`code_ttl`)"
+
+
 FIXED_THRESHOLD_SECONDS = 2.0  # estimate_with_func.py, FIXED_THRESHOLD_CONTINUUM
 COLD_START_SAMPLES = 100  # paper v6 section 4.2 (K)
 PRIOR_MEAN_SECONDS = 1.0  # paper v6 section 4.2: Exp(1 s)

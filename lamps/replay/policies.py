@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lamps.baselines.continuum_ttl import TtlRule
 from lamps.replay.ablations import ABLATIONS, STATELESS_ABLATIONS, plain
 from lamps.replay.modes import API_MODES, ApiMode
 from lamps.replay.policy_classes import (
@@ -90,13 +91,13 @@ register(
 )
 register(
     "continuum",
-    lambda c: ContinuumPolicy("continuum", "paper", c.cost_config),
+    lambda c: ContinuumPolicy("continuum", TtlRule.PAPER, c.cost_config),
     "Continuum (arXiv 2511.02230; lamps/baselines/continuum.py) over the stateless API: TTL "
     "pins on tool calls chosen as its paper describes, program-level FCFS",
 )
 register(
     "continuum-code",
-    lambda c: ContinuumPolicy("continuum-code", "code", c.cost_config),
+    lambda c: ContinuumPolicy("continuum-code", TtlRule.CODE, c.cost_config),
     "Continuum with the TTL rule of its code (Hanchenli/vllm-continuum)",
 )
 register(

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from vllm.v1.core.sched.scheduler import Scheduler
 
+from lamps.baselines.continuum_ttl import TtlRule
 from lamps.replay.modes import ApiMode
 from lamps.workloads import Arrival
 
@@ -273,7 +274,7 @@ class ContinuumPolicy(ReplayPolicy):
     api_mode: ApiMode = ApiMode.STATELESS
     queue_policy = "fcfs"
 
-    def __init__(self, name: str, ttl: str, cost_config: dict[str, Any]) -> None:
+    def __init__(self, name: str, ttl: TtlRule, cost_config: dict[str, Any]) -> None:
         super().__init__()
         self.name, self.ttl, self.cost_config = name, ttl, cost_config
 
