@@ -21,15 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="lamps", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    try:
-        add_replay_parser(sub)
-    except ModuleNotFoundError as e:
-        # Without vLLM `lamps replay` cannot even list its policies; `lamps agents` still runs.
-        if e.name is None or e.name.split(".")[0] not in _OPTIONAL_MODULES:
-            raise
-        unavailable = sub.add_parser("replay", add_help=False, prefix_chars="\0")
-        unavailable.add_argument("ignored", nargs=argparse.REMAINDER)
-        unavailable.set_defaults(unavailable=e)
+    add_replay_parser(sub)  # lists the policies and routers without importing vLLM
     add_results_parsers(sub)
     add_agents_parser(sub)
     add_workloads_parser(sub)
@@ -53,15 +45,13 @@ def _missing_module_message(name: str, command: str = "replay") -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lamps`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Before vLLM is imported (building the parser imports it): `lamps replay --vllm-logs`.
+    # Before vLLM is imported (a command imports it when it runs): `lamps replay --vllm-logs`.
     choose_vllm_logs("--vllm-logs" in argv)
     command = "replay"
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         command = args.command
-        if getattr(args, "unavailable", None) is not None:
-            raise args.unavailable
         if args.command == "replay":
             from lamps.replay.command import run_replay
 

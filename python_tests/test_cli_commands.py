@@ -51,6 +51,21 @@ def test_lamps_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> N
         assert name in out
 
 
+def test_help_imports_neither_vllm_nor_torch(tmp_path: Path) -> None:
+    # `lamps --help` and every subcommand's --help answer at once: building the parser (the
+    # replay's policy and router lists included) must not import vLLM, whose import takes seconds.
+    code = (
+        "import sys; from lamps.cli import build_parser; build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'vllm', 'torch'}))"
+    )
+    # cwd: not the source tree, whose `lamps` (no compiled core) `-c` would put first.
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
 def test_help_describes_the_command_and_every_argument(
     words: tuple[str, ...], capsys: pytest.CaptureFixture[str]

@@ -16,18 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vllm.v1.core.sched.output import SchedulerOutput
-from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.outputs import KVConnectorOutput
-
 from lamps.replay.modes import ApiMode
 from lamps.replay.policy_classes import ReplayPolicy
 from lamps.replay.policy_registry import register
 from lamps.replay.profiles import GIB
 from lamps.workloads import Arrival
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # vLLM is imported when a policy is run, not when the CLI lists them
     from vllm.config import KVTransferConfig
+    from vllm.v1.core.sched.output import SchedulerOutput
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.outputs import KVConnectorOutput
 
     from lamps.baselines.thunderagent import ThunderAgentScheduler
     from lamps.replay.engine_model import EngineModel

@@ -9,14 +9,16 @@ streaming session; ``stateless``: every turn a new request, as over the OpenAI A
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from vllm.v1.core.sched.scheduler import Scheduler
 
 from lamps.baselines.continuum_ttl import TtlRule
 from lamps.replay.modes import ApiMode
 from lamps.workloads import Arrival
+
+if TYPE_CHECKING:  # vLLM is imported when a policy is run, not when the CLI lists them
+    from vllm.v1.core.sched.scheduler import Scheduler
 
 
 class ReplayPolicy:
@@ -39,6 +41,8 @@ class ReplayPolicy:
     @property
     def scheduler_cls(self) -> type[Scheduler]:
         """The scheduler class EngineCore would be configured with."""
+        from vllm.v1.core.sched.scheduler import Scheduler
+
         vllm_scheduler: type[Scheduler] = Scheduler
         return vllm_scheduler
 

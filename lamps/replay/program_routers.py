@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
-
-from vllm.v1.core.sched.scheduler import Scheduler
+from typing import TYPE_CHECKING, Any
 
 from lamps._core import Strategy
 from lamps.baselines.thunderagent_router import (
@@ -28,6 +26,9 @@ from lamps.baselines.thunderagent_router import (
     place_new_program,
 )
 from lamps.replay.policies import ApiMode
+
+if TYPE_CHECKING:  # vLLM is imported when engines run, not when the CLI lists the routers
+    from vllm.v1.core.sched.scheduler import Scheduler
 from lamps.replay.routers import RoutedEngine, Router, register
 
 

@@ -23,11 +23,12 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Protocol
-
-from vllm.v1.core.sched.scheduler import Scheduler
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lamps.replay.policies import ApiMode
+
+if TYPE_CHECKING:  # vLLM is imported when engines run, not when the CLI lists the routers
+    from vllm.v1.core.sched.scheduler import Scheduler
 
 
 class RoutedEngine(Protocol):
