@@ -9,12 +9,9 @@ Run: pytest benchmarks/bench_replay.py --benchmark-only
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 def _arrivals(n: int) -> list[Any]:

@@ -14,13 +14,10 @@ Run: pytest benchmarks/bench_replay_coding.py --benchmark-only
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "workloads" / "claude-code" / "traces"
 BUDGET_SECONDS = 300.0

@@ -2,7 +2,8 @@
 the median of a benchmark with a time budget (``extra_info["budget_seconds"]``) as a ratio to
 that budget.
 
-Also keeps the source tree from shadowing the installed package (see below).
+Also keeps the source tree from shadowing the installed package (see below), and quiets vLLM's
+log lines as the ``lamps`` commands do.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ import pytest
 # so the root comes off sys.path before any benchmark module imports `lamps`.
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _ROOT]
+
+from lamps.logs import choose_vllm_logs  # noqa: E402  (after the path fix above)
+
+# vLLM's log level for every benchmark, chosen where the `lamps` commands choose it: quiet, so
+# the tables are the output (a VLLM_LOGGING_LEVEL already set wins).
+choose_vllm_logs(False)
 
 
 def pytest_terminal_summary(
