@@ -242,7 +242,7 @@ class SchedulerHooks:
         super().__init__(*args, **kwargs)
         self._compat_stopping: Request | None = None
         self._compat_continuing: list[Request] = []
-        self._compat_wrap_allocate_slots()
+        self._compat_build_watched_allocate()
         self._compat_turn_off_cache_aware()
 
     def _compat_turn_off_cache_aware(self) -> None:
@@ -261,7 +261,7 @@ class SchedulerHooks:
             )
             self.cache_aware_window = 0
 
-    def _compat_wrap_allocate_slots(self) -> None:
+    def _compat_build_watched_allocate(self) -> None:
         # vLLM's schedule() preempts running requests (and stops admitting waiting ones) when
         # KVCacheManager.allocate_slots answers None; give the subclass a chance to free
         # blocks first, then ask again. The wrapper goes on the instance only for the steps
@@ -275,14 +275,14 @@ class SchedulerHooks:
                 blocks = allocate(*args, **kwargs)
             return blocks
 
-        self._compat_allocate_slots = allocate_slots
+        self._compat_watched_allocate = allocate_slots
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         if not self.may_free_kv_on_shortage():
             return super().schedule(*args, **kwargs)  # type: ignore[misc]
         manager = self.kv_cache_manager
         own = vars(manager).get("allocate_slots")
-        manager.allocate_slots = self._compat_allocate_slots
+        manager.allocate_slots = self._compat_watched_allocate
         try:
             return super().schedule(*args, **kwargs)  # type: ignore[misc]
         finally:
