@@ -4,7 +4,9 @@
 the batch is full, as under overload). Both schedulers run in the same session on the same
 inputs. Run: pytest benchmarks/bench_scheduler_step.py --benchmark-only
 Compare the two rows of each `waiting=N` group (targets: lamps <= 1.05x vllm at 1,000 and
-10,000 waiting, <= 1.2x at 100,000).
+10,000 waiting, <= 1.2x at 100,000). The `shortage hook` group measures what watching every
+allocation for a KV shortage would cost: LAMPS against the same class with the watch on in
+every step (LAMPS puts it on only in steps where it may free blocks, none here).
 """
 
 from __future__ import annotations
@@ -59,6 +61,21 @@ def step(sched: Any) -> None:
     sched.update_from_output(out, model_runner_output(out, out.num_scheduled_tokens))
 
 
+def time_against(benchmark: Any, sched: Any, other: Any, group: str) -> None:
+    """Time `sched`'s steps; `other` steps (untimed) before every timed round, so both rows of
+    a group do the same work in the same order and share whatever load the machine has."""
+    benchmark.group = group
+    benchmark.pedantic(
+        step,
+        args=(sched,),
+        setup=lambda: step(other),
+        rounds=300,
+        iterations=1,
+        warmup_rounds=20,
+    )
+    assert len(sched.running) == RUNNING
+
+
 @pytest.mark.parametrize("waiting", [1000, 10000, 100000])
 @pytest.mark.parametrize("impl", ["vllm", "lamps"])
 def test_scheduler_step(benchmark: Any, model_dir: Path, impl: str, waiting: int) -> None:
@@ -69,15 +86,18 @@ def test_scheduler_step(benchmark: Any, model_dir: Path, impl: str, waiting: int
     classes = {"lamps": LampsScheduler, "vllm": AsyncScheduler}
     sched = loaded_scheduler(classes[impl], model_dir, waiting)
     other = loaded_scheduler(classes["vllm" if impl == "lamps" else "lamps"], model_dir, waiting)
-    benchmark.group = f"waiting={waiting}"
-    # The other scheduler steps (untimed) before every timed round, so both rows of a group
-    # do the same work in the same order and share whatever load the machine has.
-    benchmark.pedantic(
-        step,
-        args=(sched,),
-        setup=lambda: step(other),
-        rounds=300,
-        iterations=1,
-        warmup_rounds=20,
-    )
-    assert len(sched.running) == RUNNING
+    time_against(benchmark, sched, other, f"waiting={waiting}")
+
+
+@pytest.mark.parametrize("impl", ["watched", "lamps"])
+def test_shortage_hook(benchmark: Any, model_dir: Path, impl: str) -> None:
+    from lamps.vllm import LampsScheduler
+
+    class WatchedLampsScheduler(LampsScheduler):
+        def may_free_kv_on_shortage(self) -> bool:
+            return True  # every allocation goes through the shortage hook's wrapper
+
+    classes = {"lamps": LampsScheduler, "watched": WatchedLampsScheduler}
+    sched = loaded_scheduler(classes[impl], model_dir, 1000)
+    other = loaded_scheduler(classes["watched" if impl == "lamps" else "lamps"], model_dir, 1000)
+    time_against(benchmark, sched, other, "shortage hook, waiting=1000")
