@@ -26,10 +26,10 @@ from lamps.baselines.thunderagent_router import (
     place_new_program,
 )
 from lamps.replay.policies import ApiMode
+from lamps.replay.routers import RoutedEngine, Router, register
 
 if TYPE_CHECKING:  # vLLM is imported when engines run, not when the CLI lists the routers
     from vllm.v1.core.sched.scheduler import Scheduler
-from lamps.replay.routers import RoutedEngine, Router, register
 
 
 class ThunderAgentPlacement(Router):
